@@ -1,0 +1,1 @@
+"""The `shipmate` command: one module per command group, an application object for output."""

@@ -1,0 +1,1 @@
+"""Observability of shipmate itself: structured logs (metrics and traces come with the server)."""

@@ -1,0 +1,1 @@
+"""AppSpec x environment -> Plan: frozen, deterministic, every default resolved."""

@@ -1,0 +1,1 @@
+"""Plan -> Kubernetes objects -> output formats (manifests, Helm, Kustomize, Argo CD, ...)."""

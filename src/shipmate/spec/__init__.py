@@ -1,0 +1,1 @@
+"""The shipmate.yaml format: models, loading with located errors, JSON Schema export."""
