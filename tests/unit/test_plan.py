@@ -53,7 +53,7 @@ BASE = textwrap.dedent("""\
 """)
 
 
-def plan(env: str, text: str = BASE):  # noqa: ANN201 - a test helper
+def plan(env: str, text: str = BASE):
     return resolve(load_text(text, "shipmate.yaml", {}).for_env(env), env)
 
 

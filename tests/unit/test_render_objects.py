@@ -80,9 +80,10 @@ def test_every_container_is_hardened(env: str) -> None:
             assert sc["readOnlyRootFilesystem"] is True
             assert sc["capabilities"] == {"drop": ["ALL"]}
             assert set(c["resources"]) == {"requests", "limits"}
-            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])  # noqa: S108
+            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
             if obj["kind"] != "CronJob":
-                assert "livenessProbe" in c and "readinessProbe" in c
+                assert "livenessProbe" in c
+                assert "readinessProbe" in c
 
 
 def test_services_run_as_10001_and_roll_25_0() -> None:
@@ -154,7 +155,8 @@ def test_external_secrets_delivery() -> None:
 
 def test_dev_secret_object_carries_no_data() -> None:
     secret = find(objects("dev"), "Secret", "web-secrets")
-    assert "data" not in secret and "stringData" not in secret
+    assert "data" not in secret
+    assert "stringData" not in secret
 
 
 def test_network_policies_default_deny_and_implied_allows() -> None:
@@ -190,7 +192,8 @@ def test_backup_cronjob_and_monitoring() -> None:
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     rules = find(objs, "PrometheusRule", "shop-alerts")["spec"]["groups"][0]["rules"]
     names = {(r["alert"], r["labels"]["service"]) for r in rules}
-    assert ("HighErrorRate", "web") in names and ("ServiceDown", "batch") in names
+    assert ("HighErrorRate", "web") in names
+    assert ("ServiceDown", "batch") in names
     assert ("HighErrorRate", "batch") not in names  # batch has metrics: null
     board = json.loads(find(objs, "ConfigMap", "shop-dashboard")["data"]["shop.json"])
     assert {p["title"].split(":")[0] for p in board["panels"]} == {"web"}
