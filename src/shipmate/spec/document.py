@@ -60,14 +60,18 @@ def parse(text: str, file: str, env: Mapping[str, str]) -> Document:
     `$${...}` stands for a literal `${...}`. Raises SpecError with file:line:col.
     """
     try:
+        _check_depth(text, file)
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise SpecError(f"invalid YAML: {problem}", location=Location(file, line, col)) from None
+        raise _syntax_error(exc, text, file) from None
+    except yaml.reader.ReaderError as exc:
+        line, col = _byte_position(text, exc.position)
+        raise SpecError(f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}",
+                        location=Location(file, line, col)) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", location=Location(file)) from None
+        raise SpecError(f"invalid YAML: {' '.join(str(exc).split())}", location=Location(file)) from None
+    except UnicodeError:
+        raise SpecError("not valid Unicode text (a lone surrogate?)", location=Location(file)) from None
     nodes = [n for n in nodes if n is not None]
     if not nodes:
         raise SpecError("the file is empty; start from `shipmate init`", location=Location(file, 1, 1))
@@ -80,8 +84,65 @@ def parse(text: str, file: str, env: Mapping[str, str]) -> Document:
     return doc
 
 
-def _build(node: yaml.Node, path: Path, doc: Document, env: Mapping[str, str]) -> Any:
+MAX_DEPTH = 64
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Refuse deeply nested collections before composing: the composer and `_build` recurse,
+    and libyaml's composer overflows the C stack (a segfault) on tens of thousands of levels."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+                raise SpecError(f"collections nested more than {MAX_DEPTH} deep; a spec needs far fewer levels",
+                                location=Location(file, line, col))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+# Errors about something left open (a quote, a bracket) are reported where it was opened.
+_OPENED = ("while scanning a quoted scalar", "while parsing a flow sequence", "while parsing a flow mapping")
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> SpecError:
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context or "invalid YAML"
+    if exc.context in _OPENED and exc.context_mark is not None:
+        mark = exc.context_mark
+        problem = f"{problem} {exc.context} that starts here"
+    elif mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+        problem = f"{problem} (a tab: indent with spaces, YAML does not allow tabs)"
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+    return SpecError(f"invalid YAML: {problem}", location=Location(file, line, col))
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.split("\n")
+    if 0 <= line < len(lines) and 0 <= column < len(lines[line]):
+        return lines[line][column]
+    return ""
+
+
+def _byte_position(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of a reader error (libyaml counts UTF-8 bytes, PyYAML characters)."""
+    if _LOADER is not yaml.SafeLoader:
+        before = text.encode("utf-8", "surrogatepass")[:position].decode("utf-8", "replace")
+    else:
+        before = text[:position]
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+
+
+def _build(node: yaml.Node, path: Path, doc: Document, env: Mapping[str, str],
+           open_nodes: frozenset[int] = frozenset()) -> Any:
     doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.CollectionNode):
+        if id(node) in open_nodes:
+            raise _at(doc, node, path, "this YAML alias refers to a collection that contains it; "
+                      "write the value out")
+        open_nodes = open_nodes | {id(node)}
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -95,14 +156,31 @@ def _build(node: yaml.Node, path: Path, doc: Document, env: Mapping[str, str]) -
                           f"duplicate key {key!r}; each key may appear once in a mapping")
             child = (*path, key)
             doc.positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _build(value_node, child, doc, env)
+            out[key] = _build(value_node, child, doc, env, open_nodes)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), doc, env) for i, item in enumerate(node.value)]
-    value = _LOADER("").construct_object(node) if node.tag != "tag:yaml.org,2002:str" else node.value
+        return [_build(item, (*path, i), doc, env, open_nodes) for i, item in enumerate(node.value)]
+    value = _scalar(node, path, doc)
     if isinstance(value, str) and "$" in value:
         value = _interpolate(value, node, path, doc, env)
     return value
+
+
+# Timestamps stay text, as in YAML 1.2 and Kubernetes: `RELEASED: 2024-01-05` is a config string.
+_TEXT_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp")
+
+
+def _scalar(node: yaml.Node, path: Path, doc: Document) -> Any:
+    if node.tag in _TEXT_TAGS:
+        return node.value
+    try:
+        return _LOADER("").construct_object(node)
+    except yaml.constructor.ConstructorError:
+        raise _at(doc, node, path, f"unsupported YAML tag {node.tag!r}; write a plain value") from None
+    except (ValueError, OverflowError) as exc:
+        kind = node.tag.rsplit(":", 1)[-1]
+        raise _at(doc, node, path, f"{node.value!r} is not a valid {kind} ({exc}); "
+                  "quote it if it is meant as text") from None
 
 
 def _interpolate(text: str, node: yaml.Node, path: Path, doc: Document, env: Mapping[str, str]) -> str:

@@ -141,12 +141,14 @@ def _file_path(path: Path, data: Any, doc: Document, override_prefix: Path | Non
     node = overrides
     depth = 0
     for part in path:
-        if isinstance(node, dict) and part in node:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             node = node[part]
             depth += 1
         else:
             break
-    if depth and (depth == len(path) or not isinstance(node, dict)):
+    if depth and (depth == len(path) or not isinstance(node, dict | list)):
         return (*override_prefix, *path[:depth])
     del data
     return path

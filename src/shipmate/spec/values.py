@@ -7,6 +7,7 @@ Each checker raises ValueError with a message that says what was expected.
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -40,6 +41,8 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError(f"expected a duration such as 30s, 5m or 1h (got {text!r})")
     if isinstance(text, int | float):
+        if not math.isfinite(text):
+            raise ValueError(f"expected a duration such as 30s, 5m or 1h (got {text!r})")
         if text < 0:
             raise ValueError(f"a duration cannot be negative (got {text})")
         return float(text)
