@@ -140,8 +140,8 @@ def _build(node: yaml.Node, path: Path, doc: Document, env: Mapping[str, str],
     doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.CollectionNode):
         if id(node) in open_nodes:
-            raise _at(doc, node, path, "this YAML alias refers to a collection that contains it; "
-                      "write the value out")
+            raise SpecError("this YAML alias refers to a collection that contains it; write the value out",
+                            location=doc.locate(path), path=format_path(path))
         open_nodes = open_nodes | {id(node)}
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
