@@ -8,37 +8,47 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from shipmate.errors import ShipmateError, UserError
-from shipmate.spec.loader import DEFAULT_FILE, LoadedSpec, load_file
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from shipmate.spec.loader import LoadedSpec
 
 
 @dataclass
 class Application:
-    file: Path = Path(DEFAULT_FILE)
+    file: Path = Path("shipmate.yaml")
     output: str = "text"
     color: bool = True
     verbose: int = 0
-    out: Console = field(init=False)
-    err: Console = field(init=False)
 
-    def __post_init__(self) -> None:
-        no_color = not self.color
-        self.out = Console(file=sys.stdout, no_color=no_color, highlight=False, soft_wrap=True,
-                           force_terminal=None if self.color else False)
-        self.err = Console(file=sys.stderr, no_color=no_color, highlight=False, soft_wrap=True,
-                           force_terminal=None if self.color else False)
+    def _console(self, stream: Any) -> Console:
+        from rich.console import Console
+
+        return Console(file=stream, no_color=not self.color, highlight=False, soft_wrap=True,
+                       force_terminal=None if self.color else False)
+
+    @cached_property
+    def out(self) -> Console:
+        return self._console(sys.stdout)
+
+    @cached_property
+    def err(self) -> Console:
+        return self._console(sys.stderr)
 
     @property
     def json(self) -> bool:
         return self.output == "json"
 
     def load_spec(self) -> LoadedSpec:
+        from shipmate.spec.loader import load_file
+
         if not self.file.exists():
             raise UserError(f"{self.file}: no such file; create one with `shipmate init` or pass -f PATH")
         return load_file(self.file)
@@ -48,7 +58,7 @@ class Application:
 
     def info(self, message: str) -> None:
         """A message for the person, on stderr (never data)."""
-        self.err.print(message, markup=False)
+        sys.stderr.write(message + "\n")
 
     def abort(self, error: ShipmateError) -> NoReturn:
         raise error

@@ -7,6 +7,7 @@ and the path of a file that holds the traceback.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import tempfile
@@ -16,13 +17,36 @@ from pathlib import Path
 import click
 
 from shipmate import __version__
-from shipmate.cli import init, plan, render, schema, validate
 from shipmate.cli.app import Application
 from shipmate.errors import ShipmateError, exit_code
 from shipmate.observe.logging import configure as configure_logging
 
+# command name -> module; a module is imported only when its command runs (start-up stays fast)
+COMMANDS = {
+    "init": "shipmate.cli.init",
+    "validate": "shipmate.cli.validate",
+    "schema": "shipmate.cli.schema",
+    "plan": "shipmate.cli.plan",
+    "render": "shipmate.cli.render",
+    "scan": "shipmate.cli.scan",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "SHIPMATE",
+
+class LazyGroup(click.Group):
+    """A group whose commands live in modules imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = importlib.import_module(module).command
+        return command if isinstance(command, click.Command) else None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "SHIPMATE",
                                "max_content_width": 100})
 @click.option("-f", "--file", "file", type=click.Path(path_type=Path), default="shipmate.yaml",
               show_default=True, show_envvar=True, help="The spec file.")
@@ -37,10 +61,6 @@ def cli(ctx: click.Context, file: Path, output: str, no_color: bool, verbose: in
     color = not no_color and "NO_COLOR" not in os.environ
     configure_logging(verbose)
     ctx.obj = Application(file=file, output=output, color=color, verbose=verbose)
-
-
-for command in (init.command, validate.command, schema.command, plan.command, render.command):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,10 +89,12 @@ def _validate(data: dict[str, Any], doc: Document, override_prefix: Path | None)
     try:
         return AppSpec.model_validate(data)
     except ValidationError as exc:
-        raise _spec_error(exc, data, doc, override_prefix) from None
+        raise validation_error(exc, data, doc, override_prefix) from None
 
 
-def _spec_error(exc: ValidationError, data: Any, doc: Document, override_prefix: Path | None) -> SpecError:
+def validation_error(exc: ValidationError, data: Any, doc: Document, override_prefix: Path | None = None) -> SpecError:
+    """One located SpecError for the first problem of a pydantic validation error on `data`,
+    which was read from `doc` (with an environment's overrides merged in, when `override_prefix`)."""
     error = exc.errors(include_url=False)[0]
     ctx = error.get("ctx") or {}
     loc: tuple[Any, ...] = tuple(error["loc"])
