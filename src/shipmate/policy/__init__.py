@@ -1,0 +1,1 @@
+"""The scanner: rules over Kubernetes objects from any source, secret detection, reports."""
