@@ -11,6 +11,8 @@ Layout and how each overlay is computed:
     base/<kind>-<name>.yaml         what the environments agree on (see below)
     overlays/<env>/kustomization.yaml
         namespace:                  the environment's namespace
+        labels:                     labels every object of the environment carries with one
+                                    value (metadata only: no selectors, no templates)
         images:                     name -> newName/newTag/digest of every container image
         resources:                  ../../base plus resources/<kind>-<name>.yaml, the objects
                                     only this environment has
@@ -28,8 +30,10 @@ Kustomize transformers run after `patches`, so each overlay's patches lead to th
 they must be *before* the namespace and image transformers, and the transformers are only used
 where their effect is known exactly: `namespace:` only when every object already lives in the
 environment's namespace and nothing in it is a field the namespace transformer also rewrites
-(RoleBinding subjects named default, webhooks, APIServices, CRDs); an `images:` entry only when
-every container that carries that name ends up with the same image. Anything else is a patch.
+(RoleBinding subjects named default, webhooks, APIServices, CRDs); `labels:` only for labels
+that every object has with the same value; an `images:` entry only when every container that
+carries that name ends up with the same image, and no other image matches the entry. Anything
+else is a patch, so an unusual environment gets a longer overlay, never a wrong one.
 """
 
 from __future__ import annotations
