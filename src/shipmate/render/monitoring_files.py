@@ -60,7 +60,7 @@ def files(kit: Kit) -> dict[str, str]:
 
 # --- promtool unit tests --------------------------------------------------------------------
 
-def tested_service(plan: Plan) -> Workload:
+def exercised_service(plan: Plan) -> Workload:
     """The service the unit tests exercise: the first with metrics, else the first of all."""
     return next((w for w in plan.workloads if w.metrics_port is not None), plan.workloads[0])
 
@@ -68,7 +68,7 @@ def tested_service(plan: Plan) -> Workload:
 def rule_tests(plan: Plan, groups: list[Obj] | None = None) -> Obj:
     """A `promtool test rules` document for the rules of `plan`."""
     groups = rule_groups(plan) if groups is None else groups
-    service = tested_service(plan)
+    service = exercised_service(plan)
     tests: list[Obj] = []
     errors = _find_rule(groups, "HighErrorRate", service.name)
     if errors is not None:
@@ -156,14 +156,14 @@ def _absent_labels(expr: str) -> dict[str, str]:
 
 def _expected_alert(rule: Obj, series_labels: dict[str, str], value: float) -> Obj:
     labels = {**series_labels, **rule.get("labels", {})}
-    annotations = {k: _expand(v, value, labels) for k, v in rule.get("annotations", {}).items()}
+    annotations = {k: expand_template(v, value, labels) for k, v in rule.get("annotations", {}).items()}
     return {"exp_labels": labels, "exp_annotations": annotations}
 
 
 _TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 
 
-def _expand(text: str, value: float, labels: dict[str, str]) -> str:
+def expand_template(text: str, value: float, labels: dict[str, str]) -> str:
     """Expand the few Go template forms the rules use, as Prometheus would for this value."""
 
     def one(match: re.Match[str]) -> str:
@@ -177,7 +177,7 @@ def _expand(text: str, value: float, labels: dict[str, str]) -> str:
         if expr.startswith("$labels."):
             return labels.get(expr.removeprefix("$labels."), "")
         raise InternalError(f"monitoring_files cannot expand the template {{{{ {expr} }}}} of an alert "
-                            "annotation for its promtool test; teach _expand this form")
+                            "annotation for its promtool test; teach expand_template this form")
 
     return _TEMPLATE.sub(one, text)
 
