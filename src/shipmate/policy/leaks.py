@@ -85,11 +85,13 @@ def entropy(value: str) -> float:
 
 
 def is_placeholder(value: str) -> bool:
-    """A value that stands for a secret without being one: empty, `changeme`, `${VAR}`,
-    `<redacted>`, a reference to a secret store, a file path, a number or a boolean."""
+    """A value that stands for a secret without being one: empty, `changeme`, `${VAR}`, `$(cat f)`,
+    `<redacted>`, `API_KEY_VALUE`, a reference to a secret store, a file path, a number or a boolean."""
     text = value.strip().strip("\"'")
     if _PLACEHOLDER.match(text) or _REFERENCE.match(text):
         return True
+    if text.startswith("$") or re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+", text):
+        return True  # a shell or template reference, or a NAME_LIKE_THIS stand-in
     if text.startswith("/") or text.startswith("./") or text.startswith("file:"):
         return True
     if re.fullmatch(r"[0-9.\-_:]+", text):

@@ -32,7 +32,7 @@ import yaml
 from shipmate.plan.models import AddonPlan, Plan, ProbePlan, ResourcesPlan, Workload
 from shipmate.render.helm_templates import TEMPLATES
 from shipmate.render.kit import Kit
-from shipmate.render.objects import RUN_AS, SHIPMATE_IMAGE
+from shipmate.render.objects import RUN_AS, SHIPMATE_IMAGE, SINGLE_ADDON_REASON
 
 Values = dict[str, Any]
 
@@ -151,6 +151,7 @@ def values(plan: Plan) -> Values:
         "revisionHistoryLimit": plan.history,
         "progressDeadlineSeconds": int(plan.strategy.progress_deadline_seconds),
         "runAsUser": RUN_AS,
+        "singleAddonReason": SINGLE_ADDON_REASON,
         "secrets": {"delivery": plan.secrets_delivery, "store": plan.secret_store, "remote": remote},
         "ingress": {"kind": plan.ingress_kind, "className": plan.ingress_class, "gateway": plan.gateway,
                     "namespace": plan.ingress_namespace, "tlsSecret": plan.tls_secret},
@@ -341,6 +342,7 @@ def schema() -> Values:
         "revisionHistoryLimit": INT,
         "progressDeadlineSeconds": INT,
         "runAsUser": INT,
+        "singleAddonReason": STR,
         "secrets": _obj({"delivery": _t("string", enum=["csi", "external-secrets", "secret"]),
                          "store": STR, "remote": _map(_obj({"key": STR, "property": STR}))}),
         "ingress": _obj({"kind": _t("string", enum=["ingress", "gateway"]), "className": STR,

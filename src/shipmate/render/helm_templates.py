@@ -807,6 +807,8 @@ metadata:
   namespace: {{ $v.namespace | quote }}
   labels:
     {{- include "shipmate.labels" $labels | nindent 4 }}
+  annotations:
+    ignore.shipmate.dev/SM501: {{ $v.singleAddonReason | quote }}
 spec:
   replicas: 1
   revisionHistoryLimit: {{ $v.revisionHistoryLimit | int }}
@@ -869,8 +871,15 @@ spec:
             - name: main
               containerPort: {{ $port }}
               protocol: TCP
-          {{- range $probe := list "livenessProbe" "readinessProbe" }}
-          {{ $probe }}:
+          livenessProbe:
+            tcpSocket:
+              port: {{ $port }}
+            initialDelaySeconds: 30
+            periodSeconds: 20
+            timeoutSeconds: 2
+            failureThreshold: 6
+            successThreshold: 1
+          readinessProbe:
             tcpSocket:
               port: {{ $port }}
             initialDelaySeconds: 5
@@ -878,7 +887,6 @@ spec:
             timeoutSeconds: 2
             failureThreshold: 3
             successThreshold: 1
-          {{- end }}
           resources:
             {{- include "shipmate.resources" $a.resources | nindent 12 }}
           securityContext:

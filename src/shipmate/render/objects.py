@@ -49,6 +49,9 @@ API_VERSION = {
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
 CSI_DRIVER = "secrets-store.csi.k8s.io"
+SUPPRESS_PREFIX = "ignore.shipmate.dev/"
+SINGLE_ADDON_REASON = ("a single-instance addon, protected by its backups; for high availability use a managed "
+                       "database (external: true)")
 
 
 # --- labels -------------------------------------------------------------------------------
@@ -499,16 +502,19 @@ def _addon_container(plan: Plan, a: AddonPlan, secrets_dir: str) -> dict[str, An
     mounts += [{"name": f"run-{i}", "mountPath": d} for i, d in enumerate(writable)]
     if a.kind != "generic":
         mounts.append({"name": "secrets", "mountPath": secrets_dir, "readOnly": True})
-    probe = {"tcpSocket": {"port": a.port}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3,
-             "initialDelaySeconds": 5, "successThreshold": 1}
+    # liveness is slower to give up than readiness, so a busy database is taken out of traffic
+    # long before it is restarted
+    readiness = {"tcpSocket": {"port": a.port}, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3,
+                 "initialDelaySeconds": 5, "successThreshold": 1}
+    liveness = {**readiness, "periodSeconds": 20, "failureThreshold": 6, "initialDelaySeconds": 30}
     container: dict[str, Any] = {
         "name": a.kind if a.kind != "generic" else a.name,
         "image": a.image,
         "imagePullPolicy": "IfNotPresent",
         "env": env,
         "ports": [{"name": "main", "containerPort": a.port, "protocol": "TCP"}],
-        "livenessProbe": probe,
-        "readinessProbe": probe,
+        "livenessProbe": liveness,
+        "readinessProbe": readiness,
         "resources": _resources(a.resources),
         "securityContext": container_security(a.run_as_user),
         "volumeMounts": sorted(mounts, key=lambda m: m["mountPath"]),
@@ -545,7 +551,7 @@ def _addon_objects(plan: Plan, a: AddonPlan) -> list[Obj]:
         "terminationGracePeriodSeconds": 60,
         "volumes": volumes,
     }
-    out.append(_obj("StatefulSet", a.name, plan, meta, spec={
+    statefulset = _obj("StatefulSet", a.name, plan, meta, spec={
         "replicas": 1,
         "selector": {"matchLabels": selector(plan, a.name)},
         "serviceName": a.name,
@@ -554,7 +560,9 @@ def _addon_objects(plan: Plan, a: AddonPlan) -> list[Obj]:
         "revisionHistoryLimit": plan.history,
         "template": {"metadata": {"labels": meta}, "spec": pod_spec},
         "volumeClaimTemplates": [_claim(plan, meta, a.storage)],
-    }))
+    })
+    statefulset["metadata"]["annotations"] = {f"{SUPPRESS_PREFIX}SM501": SINGLE_ADDON_REASON}
+    out.append(statefulset)
     return out
 
 
