@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ environments:
 """
 
 
+@cache
 def kit_of(text: str) -> Kit:
     return build_kit(load_text(text, env={}))
 

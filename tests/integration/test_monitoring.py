@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+@cache
 def kit_of(text: str) -> Kit:
     return build_kit(load_text(text, env={}))
 
