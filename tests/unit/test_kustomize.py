@@ -100,6 +100,30 @@ def test_base_is_neutral(example: str) -> None:
     assert {rel.split("/")[1] for rel in tree if rel.startswith("overlays/")} == set(kit.environments)
 
 
+def test_base_objects_are_complete(example: str) -> None:
+    """Where environments disagree on a field that is not a label, the base still has a value."""
+    tree = files(example_kit(example))
+    base = [doc for rel, text in tree.items() if rel.startswith("base/") and not rel.endswith("kustomization.yaml")
+            for doc in yaml.safe_load_all(text) if doc]
+    rules = [r for d in base if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
+    assert rules
+    assert [r for r in rules if "expr" not in r] == []
+    for hpa in (d for d in base if d["kind"] == "HorizontalPodAutoscaler"):
+        assert {"minReplicas", "maxReplicas", "scaleTargetRef"} <= hpa["spec"].keys()
+    for d in base:
+        for c in _containers(d):
+            assert {"name", "image"} <= c.keys()
+
+
+def _containers(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        found = [c for k in ("containers", "initContainers") for c in node.get(k) or []]
+        return found + [c for v in node.values() for c in _containers(v)]
+    if isinstance(node, list):
+        return [c for v in node for c in _containers(v)]
+    return []
+
+
 def test_every_overlay_and_patch_is_referenced(example: str) -> None:
     tree = files(example_kit(example))
     base = yaml.safe_load(tree["base/kustomization.yaml"])

@@ -20,11 +20,13 @@ Layout and how each overlay is computed:
                                     object to this environment's object; patches/delete.yaml,
                                     `$patch: delete` for base objects this environment lacks
 
-The base is neutral, not the first environment in disguise: it holds the objects more than half
-of the environments have, and in each of them the values more than half agree on (map keys on
-which they disagree are left out, so every overlay states its own value). Images in every
-resource file carry only their name; the tag is always the overlay's business. The environment's
-Namespace object is named after the app in the base and renamed by `namespace:`.
+The base is what the environments agree on: the objects more than half of them have, and in
+each the values more than half share. Labels, selectors and annotations on which they disagree
+are left out (so the base carries no environment's identity and every overlay states its own);
+any other field on which they disagree takes its most common value, the first Kubernetes
+environment's on a tie, so every base object is complete. Images in every resource file carry
+only their name; the tag is always the overlay's business. The environment's Namespace object is
+named after the app in the base and renamed by `namespace:`.
 
 Kustomize transformers run after `patches`, so each overlay's patches lead to the objects as
 they must be *before* the namespace and image transformers, and the transformers are only used
@@ -69,8 +71,9 @@ NAMESPACE_REWRITTEN = frozenset({
     "APIService", "CustomResourceDefinition", "ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration",
 })
-# Keys a base object keeps even when the environments disagree (the most common value wins).
-REQUIRED = frozenset({"apiVersion", "kind", "name", "image"})
+# Open string maps that name an environment's identity: where the environments disagree on an
+# entry, the base leaves it out instead of carrying one environment's value.
+OPEN_MAPS = frozenset({"labels", "matchLabels", "annotations", "selector"})
 CONTAINER_LISTS = ("containers", "initContainers")
 _MISSING: Any = object()
 
@@ -179,8 +182,15 @@ def _same(a: Any, b: Any) -> bool:
     return _canon(a) == _canon(b)
 
 
-def _consensus(values: list[Any], required: bool) -> Any:
-    """What more than half of `values` agree on, or _MISSING (or, if `required`, the most common)."""
+def _consensus(values: list[Any], open_map: bool = False, droppable: bool = False) -> Any:
+    """What `values` (one per environment, the tie-breaking one first) agree on.
+
+    Maps merge key by key: a key more than half of them have is kept. Lists of maps of one length
+    merge item by item. Anything else takes the value more than half share; failing that, an
+    entry of an open map (labels, selectors, annotations) is left out (_MISSING) and any other
+    field takes the most common value, the first one's on a tie, so base objects stay complete.
+    `open_map`: `values` are such maps; `droppable`: `values` are entries of one.
+    """
     first = values[0]
     if all(_same(v, first) for v in values[1:]):
         return _copy(first)
@@ -190,18 +200,18 @@ def _consensus(values: list[Any], required: bool) -> Any:
             present = [v[k] for v in values if k in v]
             if len(present) * 2 <= len(values):
                 continue
-            agreed = _consensus(present, k in REQUIRED)
+            agreed = _consensus(present, open_map=k in OPEN_MAPS, droppable=open_map)
             if agreed is not _MISSING:
                 out[k] = agreed
         return out
     if (all(isinstance(v, list) for v in values) and len({len(v) for v in values}) == 1
             and all(isinstance(item, dict) for v in values for item in v)):
-        return [_consensus([v[i] for v in values], True) for i in range(len(first))]
+        return [_consensus([v[i] for v in values]) for i in range(len(first))]
     counts: dict[str, int] = {}
     for v in values:
         counts[_canon(v)] = counts.get(_canon(v), 0) + 1
     best = max(counts.values())
-    if best * 2 > len(values) or required:
+    if best * 2 > len(values) or not droppable:
         return _copy(next(v for v in values if counts[_canon(v)] == best))
     return _MISSING
 
@@ -232,12 +242,13 @@ def _base(kit: Kit) -> Base:
              if o["kind"] == "Namespace" and _key(o, kit.plans[env])[2]}
     placeholder = kit.app if kit.app not in taken else f"{kit.app}-base"
     versions: dict[Key, list[Obj]] = {}
-    for env in kit.environments:
+    # Ties go to the first Kubernetes environment: the base looks like a cluster, not a laptop.
+    for env in dict.fromkeys([*kit.kubernetes_environments, *kit.environments]):
         plan = kit.plans[env]
         for obj in kit.objects[env]:
             versions.setdefault(_key(obj, plan), []).append(_neutral(obj, plan, placeholder))
     total = len(kit.environments)
-    objects = {key: _consensus(objs, True) for key, objs in versions.items() if len(objs) * 2 > total}
+    objects = {key: _consensus(objs) for key, objs in versions.items() if len(objs) * 2 > total}
     ordered = sort_objects(list(objects.values()))
     by_id = {id(obj): key for key, obj in objects.items()}
     keys = [by_id[id(obj)] for obj in ordered]
