@@ -177,7 +177,7 @@ def _scalar(node: yaml.Node, path: Path, doc: Document) -> Any:
         return _LOADER("").construct_object(node)
     except yaml.constructor.ConstructorError:
         raise _at(doc, node, path, f"unsupported YAML tag {node.tag!r}; write a plain value") from None
-    except (ValueError, OverflowError) as exc:
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:  # what PyYAML's constructors raise
         kind = node.tag.rsplit(":", 1)[-1]
         raise _at(doc, node, path, f"{node.value!r} is not a valid {kind} ({exc}); "
                   "quote it if it is meant as text") from None
