@@ -90,6 +90,13 @@ def test_overlay_builds_exactly_the_rendered_objects(built: dict[str, Path], exa
     assert difference(got, example_kit(example).objects[env]) == ""
 
 
+def test_base_builds_on_its_own(built: dict[str, Path], example: str) -> None:
+    base = kustomize(built[example] / "base")
+    files_ = [p for p in (built[example] / "base").iterdir() if p.name != "kustomization.yaml"]
+    assert len(base) == len(files_)
+    assert [_ident(o) for o in base if "namespace" in o["metadata"]] == []
+
+
 @pytest.mark.parametrize(("example", "env"), CASES, ids=CASE_IDS)
 def test_overlay_sets_every_workload_image_through_images(example: str, env: str) -> None:
     kit = example_kit(example)
