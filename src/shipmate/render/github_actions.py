@@ -198,9 +198,10 @@ def _make_step(target: str, does: str) -> Obj:
         f"make {target}\n"))
 
 
-def _job(name: str, condition: str | None, permissions: Obj, steps: list[Obj], timeout: int, **extra: Any) -> Obj:
+def _job(name: str, condition: str | None, permissions: Obj, steps: list[Obj], timeout: int, *,
+         needs: list[str] | None = None, **extra: Any) -> Obj:
+    """A job with its keys in the order people read them; `extra` goes before permissions."""
     job: Obj = {"name": name}
-    needs = extra.pop("needs", None)
     if needs:
         job["needs"] = needs
     if condition:
