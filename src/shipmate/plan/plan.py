@@ -248,7 +248,9 @@ def _addon(name: str, addon: spec.Addon, app: spec.AppSpec) -> AddonPlan:
         default_image, port, uid = ADDON_DEFAULTS[addon.kind]
         image = addon.image or default_image
         if addon.version and not addon.image:
-            image = f"{default_image.rsplit(':', 1)[0]}:{addon.version}"
+            # the NATS command needs a shell, which only the alpine variant has
+            suffix = "-alpine" if addon.kind == "nats" and not addon.version.endswith("-alpine") else ""
+            image = f"{default_image.rsplit(':', 1)[0]}:{addon.version}{suffix}"
         port = addon.port or port
     users = tuple(sorted(s for s, svc in app.services.items() if name in svc.uses))
     return AddonPlan(
