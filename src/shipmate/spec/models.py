@@ -30,9 +30,10 @@ from shipmate.spec import values
 # --- value types --------------------------------------------------------------------------
 
 Name = Annotated[str, AfterValidator(lambda v: values.check_dns_label(v))]
-Duration = Annotated[str, BeforeValidator(lambda v: _duration(v))]
-Cpu = Annotated[str, BeforeValidator(lambda v: values.check_cpu(v))]
-Memory = Annotated[str, BeforeValidator(lambda v: values.check_memory(v))]
+# json_schema_input_type: the JSON Schema admits what the validator admits (numbers too).
+Duration = Annotated[str, BeforeValidator(lambda v: _duration(v), json_schema_input_type=str | int | float)]
+Cpu = Annotated[str, BeforeValidator(lambda v: values.check_cpu(v), json_schema_input_type=str | int | float)]
+Memory = Annotated[str, BeforeValidator(lambda v: values.check_memory(v), json_schema_input_type=str | int)]
 IntOrPercent = Annotated[int | str, AfterValidator(values.check_int_or_percent)]
 Cron = Annotated[str, AfterValidator(values.check_cron)]
 Image = Annotated[str, AfterValidator(values.check_image)]
@@ -217,7 +218,8 @@ class Service(Model):
     autoscaling: Autoscaling | None = None
     config: dict[EnvName, ConfigValue] = Field(default_factory=dict)
     config_files: dict[str, str] = Field(default_factory=dict, description="mount path -> content")
-    secrets: list[Annotated[SecretUse, BeforeValidator(_secret_use)]] = Field(default_factory=list)
+    secrets: list[Annotated[SecretUse, BeforeValidator(_secret_use, json_schema_input_type=str | SecretUse)]] = Field(
+        default_factory=list, description="secret names, or {secret, delivery, env, file}")
     uses: list[Name] = Field(default_factory=list, description="addons this service connects to")
     calls: list[Name] = Field(default_factory=list, description="other services this one calls")
     expose: Exposure | None = None
