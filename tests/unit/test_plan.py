@@ -137,3 +137,11 @@ def test_unknown_environment_is_a_spec_error() -> None:
     spec = load_text(BASE, "shipmate.yaml", {})
     with pytest.raises(SpecError, match="no environment 'qa'"):
         spec.for_env("qa")
+
+
+def test_a_digest_pins_the_image_and_the_version_only_labels_it() -> None:
+    text = BASE.replace("image: docker.io/acme/worker:7.1",
+                        "image: docker.io/acme/worker:7.1@sha256:" + "a" * 64)
+    worker = plan("dev", text).workload("worker")
+    assert worker.image_ref == "docker.io/acme/worker@sha256:" + "a" * 64
+    assert worker.tag == "7.1"

@@ -85,6 +85,7 @@ class Workload:
     kind: Literal["Deployment", "StatefulSet", "DaemonSet"]
     image: str
     tag: str
+    digest: str | None
     replicas: int
     ports: tuple[PortPlan, ...]
     liveness: ProbePlan | None
@@ -114,7 +115,7 @@ class Workload:
 
     @property
     def image_ref(self) -> str:
-        return f"{self.image}:{self.tag}"
+        return f"{self.image}@{self.digest}" if self.digest else f"{self.image}:{self.tag}"
 
     @property
     def file_secrets(self) -> tuple[SecretMount, ...]:

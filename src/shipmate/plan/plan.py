@@ -109,16 +109,19 @@ def _all_secrets(app: spec.AppSpec) -> set[str]:
     return set(app.secrets)
 
 
-def _image(name: str, service: spec.Service, app: spec.AppSpec) -> tuple[str, str]:
+def _image(name: str, service: spec.Service, app: spec.AppSpec) -> tuple[str, str, str | None]:
+    """(repository, tag, digest) of a service's image; a digest pins the image, the tag then
+    only names the version in labels."""
     if service.image:
-        repo, _, tag = service.image.rpartition(":") if _has_tag(service.image) else (service.image, "", "")
-        return repo, service.version or tag or app.app.version
+        reference, _, digest = service.image.partition("@")
+        repo, _, tag = reference.rpartition(":") if _has_tag(reference) else (reference, "", "")
+        return repo, service.version or tag or app.app.version, digest or None
     prefix = app.app.registry or app.app.name
-    return f"{prefix.rstrip('/')}/{name}", service.version or app.app.version
+    return f"{prefix.rstrip('/')}/{name}", service.version or app.app.version, None
 
 
 def _has_tag(image: str) -> bool:
-    return "@" not in image and ":" in image.rsplit("/", 1)[-1]
+    return ":" in image.rsplit("/", 1)[-1]
 
 
 def _port_number(ref: str | int | None, ports: tuple[PortPlan, ...], where: str) -> int:
@@ -178,7 +181,7 @@ def _workload(name: str, app: spec.AppSpec, strategy: StrategyPlan, addon_ports:
     svc = app.services[name]
     where = f"services.{name}"
     ports = tuple(PortPlan(p.name, p.port, p.protocol) for p in svc.ports)
-    image, tag = _image(name, svc, app)
+    image, tag, digest = _image(name, svc, app)
     auto = svc.autoscaling
     secrets = tuple(
         SecretMount(secret=u.secret, delivery=u.delivery, file=u.file or u.secret,
@@ -210,6 +213,7 @@ def _workload(name: str, app: spec.AppSpec, strategy: StrategyPlan, addon_ports:
         kind=svc.kind,
         image=image,
         tag=tag,
+        digest=digest,
         replicas=svc.replicas,
         ports=ports,
         liveness=_probe(svc.probes.liveness, _default_probe(ports, "/healthz"), ports, f"{where}.probes.liveness"),

@@ -175,7 +175,7 @@ def values(plan: Plan) -> Values:
 def _service(w: Workload) -> Values:
     return {
         "kind": w.kind,
-        "image": {"repository": w.image, "tag": w.tag},
+        "image": _drop_none({"repository": w.image, "tag": w.tag, "digest": w.digest}),
         "replicas": w.replicas,
         "ports": [{"name": p.name, "port": p.port} for p in w.ports],
         "probes": {k: _probe(p) for k, p in (("liveness", w.liveness), ("readiness", w.readiness),
@@ -306,7 +306,7 @@ def schema() -> Values:
     peer = _obj({"name": NAME, "ports": PORTS})
     service = _obj({
         "kind": _t("string", enum=["Deployment", "StatefulSet", "DaemonSet"]),
-        "image": _obj({"repository": STR, "tag": STR}),
+        "image": _obj({"repository": STR, "tag": STR, "digest": STR}),
         "replicas": INT,
         "ports": _t("array", items=_obj({"name": STR, "port": PORT})),
         "probes": _obj({"liveness": probe, "readiness": probe, "startup": probe}),

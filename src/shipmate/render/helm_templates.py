@@ -695,7 +695,11 @@ spec:
       {{- end }}
       containers:
         - name: {{ $name | quote }}
+          {{- if $svc.image.digest }}
+          image: {{ printf "%s@%s" $svc.image.repository $svc.image.digest | quote }}
+          {{- else }}
           image: {{ printf "%s:%s" $svc.image.repository $svc.image.tag | quote }}
+          {{- end }}
           imagePullPolicy: IfNotPresent
           {{- with $svc.command }}
           command:

@@ -80,7 +80,7 @@ def _label_value(value: str) -> str:
 
 def _obj(kind: str, name: str, plan: Plan | None, meta_labels: dict[str, str],
          namespaced: bool = True, **body: Any) -> Obj:
-    metadata: dict[str, Any] = {"name": name, "labels": meta_labels}
+    metadata: dict[str, Any] = {"name": name, "labels": dict(meta_labels)}
     if namespaced and plan is not None:
         metadata["namespace"] = plan.namespace
     return {"apiVersion": API_VERSION[kind], "kind": kind, "metadata": metadata, **body}
@@ -321,7 +321,7 @@ def _controller(plan: Plan, w: Workload, meta: dict[str, str]) -> Obj:
         pod_spec["topologySpreadConstraints"] = [{
             "labelSelector": {"matchLabels": selector(plan, w.name)}, "maxSkew": 1,
             "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}]
-    template: dict[str, Any] = {"metadata": {"labels": meta}, "spec": pod_spec}
+    template: dict[str, Any] = {"metadata": {"labels": dict(meta)}, "spec": pod_spec}
     if annotations:
         template["metadata"]["annotations"] = annotations
     spec: dict[str, Any] = {"selector": {"matchLabels": selector(plan, w.name)}, "template": template,
@@ -347,7 +347,7 @@ def _controller(plan: Plan, w: Workload, meta: dict[str, str]) -> Obj:
 
 def _claim(plan: Plan, meta: dict[str, str], size: str) -> dict[str, Any]:
     del plan
-    return {"metadata": {"name": "data", "labels": meta},
+    return {"metadata": {"name": "data", "labels": dict(meta)},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}
 
 
@@ -558,7 +558,7 @@ def _addon_objects(plan: Plan, a: AddonPlan) -> list[Obj]:
         "podManagementPolicy": "OrderedReady",
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
         "revisionHistoryLimit": plan.history,
-        "template": {"metadata": {"labels": meta}, "spec": pod_spec},
+        "template": {"metadata": {"labels": dict(meta)}, "spec": pod_spec},
         "volumeClaimTemplates": [_claim(plan, meta, a.storage)],
     })
     statefulset["metadata"]["annotations"] = {f"{SUPPRESS_PREFIX}SM501": SINGLE_ADDON_REASON}
@@ -622,7 +622,7 @@ def _backup_cronjob(plan: Plan, b: BackupPlan) -> Obj:
         "concurrencyPolicy": "Forbid",
         "failedJobsHistoryLimit": 3,
         "successfulJobsHistoryLimit": 3,
-        "jobTemplate": {"metadata": {"labels": meta}, "spec": {
+        "jobTemplate": {"metadata": {"labels": dict(meta)}, "spec": {
             "backoffLimit": 2, "activeDeadlineSeconds": 6 * 3600,
-            "template": {"metadata": {"labels": meta}, "spec": pod}}},
+            "template": {"metadata": {"labels": dict(meta)}, "spec": pod}}},
     })
