@@ -10,6 +10,7 @@ breaks the spec is reported at the override's own line.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -100,6 +101,8 @@ def validation_error(exc: ValidationError, data: Any, doc: Document, override_pr
     loc: tuple[Any, ...] = tuple(error["loc"])
     if error["type"] == "reference" and "loc" in ctx:
         loc = tuple(ctx["loc"])
+    elif error["type"] == "reference" and "rel" in ctx:
+        loc = (*_key_path(data, loc), *ctx["rel"])
     path = _key_path(data, loc)
     if error["type"] == "unknown_key":
         path = (*path, ctx["key"])
@@ -116,7 +119,23 @@ def validation_error(exc: ValidationError, data: Any, doc: Document, override_pr
                         else path)
     if override_prefix is not None and file_path[: len(override_prefix)] != override_prefix:
         message += f" (in environment {override_prefix[1]!r}, after its overrides)"
+    elif override_prefix is not None:
+        message += _new_name_hint(doc, override_prefix, path)
     return SpecError(message, location=doc.locate(file_path), path=shown)
+
+
+def _new_name_hint(doc: Document, override_prefix: Path, path: Path) -> str:
+    """When an override adds a service or addon the base does not have, and that is where the
+    error is, say which declared name it may have meant."""
+    if len(path) < 2 or path[0] not in ("services", "addons") or not isinstance(doc.data, dict):
+        return ""
+    declared = doc.data.get(path[0])
+    if not isinstance(declared, dict) or path[1] in declared:
+        return ""
+    close = difflib.get_close_matches(str(path[1]), sorted(declared), n=1, cutoff=0.6)
+    what = "service" if path[0] == "services" else "addon"
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f" ({path[1]!r} is a new {what} that only this environment adds{hint})"
 
 
 def _key_path(data: Any, loc: tuple[Any, ...]) -> Path:

@@ -30,6 +30,9 @@ from shipmate.spec import values
 # --- value types --------------------------------------------------------------------------
 
 Name = Annotated[str, AfterValidator(lambda v: values.check_dns_label(v))]
+ObjectName = Annotated[str, AfterValidator(lambda v: values.check_dns_label(v, start_letter=True))]
+PortName = Annotated[str, AfterValidator(values.check_port_name)]
+INT32 = 2_147_483_647
 # json_schema_input_type: the JSON Schema admits what the validator admits (numbers too).
 Duration = Annotated[str, BeforeValidator(lambda v: _duration(v), json_schema_input_type=str | int | float)]
 Cpu = Annotated[str, BeforeValidator(lambda v: values.check_cpu(v), json_schema_input_type=str | int | float)]
@@ -83,7 +86,7 @@ class Model(BaseModel):
 class PortSpec(Model):
     """A port a service listens on."""
 
-    name: Name = "http"
+    name: PortName = "http"
     port: Port
     protocol: Literal["http", "grpc", "tcp", "websocket"] = "http"
 
@@ -142,8 +145,8 @@ class Resources(Model):
 
 class Autoscaling(Model):
     enabled: bool = True
-    min_replicas: int = Field(default=2, ge=1)
-    max_replicas: int = Field(default=10, ge=1)
+    min_replicas: int = Field(default=2, ge=1, le=INT32)
+    max_replicas: int = Field(default=10, ge=1, le=INT32)
     cpu: int | None = Field(default=75, ge=1, le=100, description="target CPU utilisation, percent")
     memory: int | None = Field(default=None, ge=1, le=100, description="target memory utilisation, percent")
 
@@ -211,7 +214,7 @@ class Service(Model):
     command: list[str] | None = None
     args: list[str] | None = None
     kind: Literal["Deployment", "StatefulSet", "DaemonSet"] = "Deployment"
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=INT32)
     ports: list[PortSpec] = Field(default_factory=list)
     probes: Probes = Probes()
     resources: Resources = Resources()
@@ -233,39 +236,41 @@ class Service(Model):
     @model_validator(mode="after")
     def _consistent(self) -> Service:
         names = [p.name for p in self.ports]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"port name {dupes[0]!r} is used twice")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _within(("ports", i, "name"), f"port name {name!r} is used twice")
         numbers = [p.port for p in self.ports]
-        if len(set(numbers)) != len(numbers):
-            raise ValueError("the same port number is listed twice")
+        for i, number in enumerate(numbers):
+            if number in numbers[:i]:
+                raise _within(("ports", i, "port"), f"port {number} is listed twice")
         seen: set[str] = set()
-        for use in self.secrets:
+        for i, use in enumerate(self.secrets):
             if use.secret in seen:
-                raise ValueError(f"secret {use.secret!r} is listed twice")
+                raise _within(("secrets", i), f"secret {use.secret!r} is listed twice")
             seen.add(use.secret)
         if not self.ports and (self.probes.liveness is None or self.probes.readiness is None):
             raise ValueError("a service without ports needs probes.liveness and probes.readiness "
                              "(e.g. exec: [cat, /tmp/healthy])")
-        refs: list[tuple[str, str | int | None]] = []
+        refs: list[tuple[tuple[str, ...], str | int | None]] = []
         for kind in ("liveness", "readiness", "startup"):
             probe = getattr(self.probes, kind)
             if probe is not None and probe.http is not None:
-                refs.append((f"probes.{kind}.http.port", probe.http.port))
+                refs.append((("probes", kind, "http", "port"), probe.http.port))
             if probe is not None and probe.tcp is not None:
-                refs.append((f"probes.{kind}.tcp", probe.tcp))
+                refs.append((("probes", kind, "tcp"), probe.tcp))
         if self.expose is not None:
-            refs.append(("expose.port", self.expose.port))
+            refs.append((("expose", "port"), self.expose.port))
         if self.metrics is not None and self.ports:
-            refs.append(("metrics.port", self.metrics.port))
+            refs.append((("metrics", "port"), self.metrics.port))
         for where, ref in refs:
-            if ref is None and not self.ports and where != "metrics.port":
-                raise ValueError(f"{where}: no port given and the service declares none")
+            if ref is None and not self.ports and where[0] != "metrics":
+                raise _within(where[:-1] if where[-1] == "port" else where,
+                              "no port given and the service declares none")
             if isinstance(ref, str) and not ref.isdigit() and ref not in names:
-                raise ValueError(f"{where}: no port named {ref!r}; declared: {', '.join(names) or 'none'}")
+                raise _within(where, f"no port named {ref!r}; declared: {', '.join(names) or 'none'}")
         for path in self.config_files:
             if not path.startswith("/") or path.endswith("/"):
-                raise ValueError(f"config file path {path!r} must be an absolute file path")
+                raise _within(("configFiles", path), f"config file path {path!r} must be an absolute file path")
         return self
 
 
@@ -534,8 +539,8 @@ class AppSpec(Model):
 
     version: Literal[1] = 1
     app: App
-    services: dict[Name, Service] = Field(min_length=1)
-    addons: dict[Name, Addon] = Field(default_factory=dict)
+    services: dict[ObjectName, Service] = Field(min_length=1)
+    addons: dict[ObjectName, Addon] = Field(default_factory=dict)
     secrets: dict[Name, SecretSpec] = Field(default_factory=dict)
     strategies: dict[Name, Strategy] = Field(default_factory=dict)
     environments: dict[Name, Environment] = Field(min_length=1)
@@ -593,6 +598,11 @@ class AppSpec(Model):
 
 def _looks_production(name: str) -> bool:
     return name in {"prod", "production", "live"} or name.startswith("prod")
+
+
+def _within(rel: tuple[str | int, ...], message: str) -> PydanticCustomError:
+    """An error at a key path below the model that raises it, picked up by the loader."""
+    return PydanticCustomError("reference", "{message}", {"message": message, "rel": list(rel)})
 
 
 def _located(loc: tuple[str | int, ...], message: str) -> PydanticCustomError:

@@ -113,13 +113,25 @@ def check_int_or_percent(value: int | str) -> int | str:
     return value.strip()
 
 
-def check_dns_label(name: str, *, what: str = "name", max_length: int = 63) -> str:
-    """A Kubernetes DNS-1123 label: lower case letters, digits and '-', at most 63 characters."""
+def check_dns_label(name: str, *, what: str = "name", max_length: int = 63, start_letter: bool = False) -> str:
+    """A Kubernetes DNS-1123 label: lower case letters, digits and '-', at most 63 characters;
+    with `start_letter`, a DNS-1035 label (what Service names must be)."""
     if len(name) > max_length or not _DNS_LABEL.match(name):
         raise ValueError(
             f"{what} {name!r} must be lower case letters, digits and '-', start and end with a "
             f"letter or digit, at most {max_length} characters"
         )
+    if start_letter and not name[0].isalpha():
+        raise ValueError(f"{what} {name!r} must start with a letter (it names a Kubernetes Service)")
+    return name
+
+
+def check_port_name(name: str) -> str:
+    """A port name as Kubernetes takes it (IANA_SVC_NAME): at most 15 lower case letters,
+    digits and '-', with at least one letter."""
+    if len(name) > 15 or not _DNS_LABEL.match(name) or "--" in name or not any(c.isalpha() for c in name):
+        raise ValueError(f"port name {name!r} must be at most 15 lower case letters, digits and single '-', "
+                         "with at least one letter")
     return name
 
 
