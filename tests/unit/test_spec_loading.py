@@ -310,3 +310,25 @@ def test_schema_command_writes_a_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert out == ""
     assert err.strip() == f"wrote {target}"
     assert json.loads(target.read_text(encoding="utf-8")) == json_schema()
+
+
+def test_an_empty_variable_takes_the_default_like_a_shell() -> None:
+    from shipmate.spec.loader import load_text as load
+
+    text = "app:\n  name: x${E:-y}\nservices: {a: {ports: [{port: 80}]}}\nenvironments: {d: {}}\n"
+    assert load(text, "s.yaml", {"E": ""}).base.app.name == "xy"
+    assert load(text, "s.yaml", {"E": "z"}).base.app.name == "xz"
+    assert load(text.replace(":-y", ""), "s.yaml", {"E": ""}).base.app.name == "x"
+
+
+def test_alias_expansion_is_bounded() -> None:
+    import pytest as _pytest
+
+    from shipmate.errors import SpecError
+    from shipmate.spec.loader import load_text as load
+
+    names = "abcdefghij"
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{n}: &{n} [{', '.join(['*' + p] * 10)}]" for p, n in zip(names, names[1:], strict=False)]
+    with _pytest.raises(SpecError, match="expands to more than"):
+        load("\n".join(lines) + "\n", "s.yaml", {})

@@ -30,6 +30,7 @@ class Document:
     file: str
     data: Any
     positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    values: int = 0
 
     def locate(self, path: Path) -> Location:
         """The nearest known position of `path`, walking up to its parents."""
@@ -85,6 +86,7 @@ def parse(text: str, file: str, env: Mapping[str, str]) -> Document:
 
 
 MAX_DEPTH = 64
+MAX_VALUES = 200_000
 
 
 def _check_depth(text: str, file: str) -> None:
@@ -138,6 +140,10 @@ def _byte_position(text: str, position: int) -> tuple[int, int]:
 def _build(node: yaml.Node, path: Path, doc: Document, env: Mapping[str, str],
            open_nodes: frozenset[int] = frozenset()) -> Any:
     doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    doc.values += 1
+    if doc.values > MAX_VALUES:
+        raise SpecError(f"the spec expands to more than {MAX_VALUES} values (YAML aliases repeating aliases?); "
+                        "write it out plainly", location=doc.locate(path), path=format_path(path))
     if isinstance(node, yaml.CollectionNode):
         if id(node) in open_nodes:
             raise SpecError("this YAML alias refers to a collection that contains it; write the value out",
@@ -194,9 +200,9 @@ def _interpolate(text: str, node: yaml.Node, path: Path, doc: Document, env: Map
                       "or ${NAME:-default}, or $${ for a literal")
         if match.group(1):
             return whole[1:]
-        if name in env:
-            return env[name]
         default = match.group(3)
+        if name in env and (env[name] != "" or default is None):
+            return env[name]  # like a shell, ${VAR:-default} takes the default when VAR is empty
         if default is not None:
             return default
         raise _at(doc, node, path, f"environment variable {name} is not set; export it, or write "
