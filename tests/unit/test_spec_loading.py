@@ -322,13 +322,13 @@ def test_an_empty_variable_takes_the_default_like_a_shell() -> None:
 
 
 def test_alias_expansion_is_bounded() -> None:
-    import pytest as _pytest
+    from itertools import pairwise
 
     from shipmate.errors import SpecError
     from shipmate.spec.loader import load_text as load
 
     names = "abcdefghij"
     lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"{n}: &{n} [{', '.join(['*' + p] * 10)}]" for p, n in zip(names, names[1:], strict=False)]
-    with _pytest.raises(SpecError, match="expands to more than"):
+    lines += [f"{n}: &{n} [{', '.join(['*' + p] * 10)}]" for p, n in pairwise(names)]
+    with pytest.raises(SpecError, match="expands to more than"):
         load("\n".join(lines) + "\n", "s.yaml", {})
