@@ -4,7 +4,9 @@ directories and shipmate.yaml specs, into `Resource`s with their file and line.
 Called by the CLI (`shipmate scan`). This is the scanner's I/O edge: it reads files, renders Helm
 charts with the real Helm engine (in-process) and runs kustomize. YAML is parsed by a fast
 parser when it is installed (falling back to PyYAML document by document), and lines of
-findings are found afterwards from the text (`shipmate.policy.locate`).
+findings are found afterwards from the text (`shipmate.policy.locate`). A finding points at the
+file a person edits: the template of a chart, the base file of a Kustomize build, the service in
+a shipmate.yaml; never at a line of rendered output that exists nowhere on disk.
 
 A YAML file that holds no Kubernetes object is reported once (a notice) and skipped; a file
 that does not parse is an error with file:line.
@@ -28,6 +30,7 @@ import yaml
 from shipmate.errors import ExternalError, Location, SpecError, UserError
 from shipmate.policy.locate import Chunk, line_of, split_documents
 from shipmate.policy.models import Finding, Notice, Resource, Source
+from shipmate.policy.workloads import as_dict
 
 _fast: Any
 try:  # the fast parser is optional: PyYAML reads everything too, only slower
@@ -44,17 +47,27 @@ _SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", ".shipmate"}
 
 @dataclass
 class Inputs:
-    """What was read: resources, notices, and the text of each document (for line lookups)."""
+    """What was read: resources, notices, and the text of each document (for line lookups).
+
+    A resource's source is the file a person edits: the manifest itself; for a Helm chart the
+    template (and the document of it) the object came from; for a Kustomize build the base file
+    that declares the object; for a shipmate.yaml the line of the service or addon that made it.
+    `chunks` holds the text in which each finding's path is looked up; `prefixes` the path of an
+    object inside its document when that is not the root (an item of a `List`)."""
 
     resources: list[Resource] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     chunks: dict[tuple[str, int], Chunk] = field(default_factory=dict)
+    prefixes: dict[tuple[str, int, str], str] = field(default_factory=dict)
     files: int = 0
 
     def locate(self, finding: Finding) -> int:
         """The line of a finding's path in its file (its document's line when unknown)."""
         chunk = self.chunks.get((finding.file, finding.line))
-        return finding.line if chunk is None else line_of(chunk, finding.path)
+        if chunk is None:
+            return finding.line
+        prefix = self.prefixes.get((finding.file, finding.line, finding.resource))
+        return line_of(chunk, f"{prefix}.{finding.path}" if prefix else finding.path)
 
 
 def _parse_document(text: str, file: str, first_line: int) -> Any:
@@ -75,44 +88,79 @@ def _parse_document(text: str, file: str, first_line: int) -> Any:
         raise SpecError(f"invalid YAML: {exc}", location=Location(file, first_line)) from None
 
 
-def _objects(data: Any) -> Iterator[dict[str, Any]]:
-    """Kubernetes objects in a parsed document, with `List` kinds expanded."""
+def _objects(data: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Kubernetes objects in a parsed document with their path in it, `List` kinds expanded."""
     if not isinstance(data, dict):
         return
     kind = data.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and isinstance(data.get("items"), list):
-        for item in data["items"]:
-            yield from _objects(item)
+        for index, item in enumerate(data["items"]):
+            yield from _objects(item, f"{prefix}.items[{index}]" if prefix else f"items[{index}]")
         return
     if isinstance(kind, str) and isinstance(data.get("apiVersion"), str):
-        yield data
+        yield prefix, data
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """An object read from a stream: the document it is in, that document's index, its path there."""
+
+    obj: dict[str, Any]
+    chunk: Chunk
+    document: int
+    prefix: str
+
+
+def _json_documents(text: str, file: str) -> Iterator[tuple[Chunk, Any]]:
+    """The values of a JSON file: one, or several written one after the other (as kubectl reads)."""
+    decoder = json.JSONDecoder()
+    position = 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            return
+        try:
+            data, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"invalid JSON: {exc.msg}", location=Location(file, exc.lineno, exc.colno)) from None
+        yield Chunk(text[position:end], text.count("\n", 0, position) + 1), data
+        position = end
+
+
+def _parse_stream(text: str, file: str) -> list[_Parsed]:
+    """Every Kubernetes object of a YAML stream (or a JSON file)."""
+    out: list[_Parsed] = []
+    if file.endswith(".json") and text.lstrip().startswith(("{", "[")):
+        for index, (chunk, data) in enumerate(_json_documents(text, file)):
+            values = data if isinstance(data, list) else [data]
+            for position, value in enumerate(values):
+                base = f"[{position}]" if isinstance(data, list) else ""
+                out.extend(_Parsed(obj, chunk, index, prefix) for prefix, obj in _objects(value, base))
+        return out
+    for index, chunk in enumerate(split_documents(text)):
+        data = _parse_document(chunk.text, file, chunk.line)
+        out.extend(_Parsed(obj, chunk, index, prefix) for prefix, obj in _objects(data))
+    return out
+
+
+def _add(inputs: Inputs, resource: Resource, chunk: Chunk | None, prefix: str = "") -> None:
+    """Record a resource and the text its findings are located in (none: its source line stands)."""
+    inputs.resources.append(resource)
+    source = resource.source
+    if chunk is not None:
+        inputs.chunks[(source.file, source.line)] = chunk
+        if prefix:
+            inputs.prefixes[(source.file, source.line, resource.ref)] = prefix
 
 
 def read_text(text: str, file: str, inputs: Inputs, origin: str = "file") -> None:
     """Every object in a YAML (or JSON) stream."""
     inputs.files += 1
-    found = 0
-    stripped = text.lstrip()
-    if stripped.startswith(("{", "[")) and file.endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"invalid JSON: {exc.msg}", location=Location(file, exc.lineno, exc.colno)) from None
-        chunk = Chunk(text, 1)
-        inputs.chunks[(file, 1)] = chunk
-        for index, obj in enumerate(_objects(data)):
-            inputs.resources.append(Resource(obj, Source(file, 1, index, origin)))
-            found += 1
-    else:
-        for index, chunk in enumerate(split_documents(text)):
-            data = _parse_document(chunk.text, file, chunk.line)
-            objects = list(_objects(data))
-            if objects:
-                inputs.chunks[(file, chunk.line)] = chunk
-            for obj in objects:
-                inputs.resources.append(Resource(obj, Source(file, chunk.line, index, origin)))
-                found += 1
-    if not found:
+    parsed = _parse_stream(text, file)
+    for p in parsed:
+        _add(inputs, Resource(p.obj, Source(file, p.chunk.line, p.document, origin)), p.chunk, p.prefix)
+    if not parsed:
         inputs.notices.append(Notice(file, "no Kubernetes object (apiVersion and kind) in this file; skipped"))
 
 
@@ -167,16 +215,42 @@ def read_helm_chart(chart: Path, values_files: Sequence[Path], inputs: Inputs, *
         inputs.notices.append(Notice(str(chart), f"warning: Helm could not render this chart, so it was NOT "
                                      f"scanned: {message}"))
         return False
+    # the engine names files `<chart name>/templates/...`, whatever the chart's directory is called
     for crd in crds:
-        read_text(str(crd.get("data", "")), str(chart / str(crd.get("filename", "crds"))), inputs, "helm")
+        file = chart.joinpath(*Path(str(crd.get("filename", "x/crds"))).parts[1:])
+        read_text(str(crd.get("data", "")), str(file), inputs, "helm")
     for template, text in sorted(rendered.items()):
         if not text.strip() or template.endswith("NOTES.txt"):
             continue
-        name = str(chart.parent / template) if template.startswith(chart.name + "/") else str(chart / template)
-        before = len(inputs.notices)
-        read_text(text, name, inputs, "helm")
-        del inputs.notices[before:]  # a template that renders to nothing is normal
+        _read_rendered(text, chart.joinpath(*Path(template).parts[1:]), inputs)
     return True
+
+
+_KIND_LINE = re.compile(r"^kind:\s*[\"']?([A-Za-z0-9]+)[\"']?\s*$", re.MULTILINE)
+
+
+def _read_rendered(text: str, file: Path, inputs: Inputs) -> None:
+    """The objects a template rendered, each placed in the document of the template it came from:
+    the document that declares its kind (the n-th one for the n-th object of that kind), else the
+    template's first document. Findings then point at the template a person edits."""
+    inputs.files += 1
+    parsed = _parse_stream(text, str(file))
+    try:
+        source = split_documents(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):  # a sub-chart from an archive: only the rendered text exists
+        source = []
+    seen: dict[str, int] = {}
+    for p in parsed:
+        resource = Resource(p.obj, Source(str(file), p.chunk.line, p.document, "helm"))
+        if not source:
+            _add(inputs, resource, p.chunk, p.prefix)
+            continue
+        kind = resource.kind
+        declaring = [c for c in source if kind in _KIND_LINE.findall(c.text)]
+        nth = seen.get(kind, 0)
+        seen[kind] = nth + 1
+        chunk = declaring[min(nth, len(declaring) - 1)] if declaring else source[0]
+        _add(inputs, Resource(p.obj, Source(str(file), chunk.line, p.document, "helm")), chunk, p.prefix)
 
 
 def _kubectl() -> str:
@@ -201,19 +275,99 @@ def read_kustomization(directory: Path, inputs: Inputs) -> None:
     if done.returncode != 0:
         detail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
         raise UserError(f"{directory}: kustomize build failed: {detail}")
-    read_text(done.stdout, str(directory / "kustomization.yaml"), inputs, "kustomize")
+    origin = next(directory / k for k in _KUSTOMIZATION if (directory / k).is_file())
+    inputs.files += 1
+    declared = _kustomize_sources(directory, set())
+    for p in _parse_stream(done.stdout, str(origin)):
+        obj = Resource(p.obj, Source(str(origin), 1, p.document, "kustomize"))
+        found = _declaration(declared, obj)
+        if found is None:  # made by a generator or a remote base: the kustomization is what to edit
+            _add(inputs, obj, None)
+            continue
+        file, where = found
+        _add(inputs, Resource(p.obj, Source(file, where.chunk.line, where.document, "kustomize")), where.chunk,
+             where.prefix)
+
+
+def _kustomize_sources(directory: Path, visited: set[Path]) -> list[tuple[str, _Parsed]]:
+    """The objects declared in the local files a kustomization (and its bases and components) lists."""
+    here = directory.resolve()
+    if here in visited:
+        return []
+    visited.add(here)
+    kustomization = next((directory / k for k in _KUSTOMIZATION if (directory / k).is_file()), None)
+    if kustomization is None:
+        return []
+    try:
+        data = yaml.load(kustomization.read_text(encoding="utf-8"), Loader=_PYYAML)  # noqa: S506 - a safe loader
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    out: list[tuple[str, _Parsed]] = []
+    for key in ("resources", "bases", "components"):
+        for entry in data.get(key) or [] if isinstance(data, dict) else []:
+            if not isinstance(entry, str) or "://" in entry or entry.startswith(("github.com/", "git@")):
+                continue
+            target = directory / entry
+            if target.is_dir():
+                out.extend(_kustomize_sources(target, visited))
+            elif target.is_file():
+                try:
+                    out.extend((str(target), p) for p in _parse_stream(target.read_text(encoding="utf-8"),
+                                                                       str(target)))
+                except (OSError, UnicodeDecodeError, UserError):
+                    continue
+    return out
+
+
+def _declaration(declared: list[tuple[str, _Parsed]], resource: Resource) -> tuple[str, _Parsed] | None:
+    """Where a built object was declared: same kind and name, else the same kind with the longest
+    name inside the built name (a namePrefix or nameSuffix was added)."""
+    best: tuple[str, _Parsed] | None = None
+    best_length = 0
+    for file, p in declared:
+        if p.obj.get("kind") != resource.kind:
+            continue
+        name = str(as_dict(p.obj.get("metadata")).get("name") or "")
+        if name == resource.name:
+            return file, p
+        if name and name in resource.name and len(name) > best_length:
+            best, best_length = (file, p), len(name)
+    return best
 
 
 def read_spec(path: Path, environments: Sequence[str], inputs: Inputs) -> None:
-    """Render a shipmate.yaml (the given environments, or all) and read its objects."""
+    """Render a shipmate.yaml (the given environments, or all) and read its objects. Each object
+    is placed at the line of the spec that made it (its service, addon or backup; else `app`),
+    in a file named `shipmate.yaml#<environment>`."""
     from shipmate.render.kit import build_kit
     from shipmate.render.yamlio import dump_all
     from shipmate.spec.loader import load_file
 
     spec = load_file(path)
     kit = build_kit(spec, list(environments) or None)
+    text = Chunk(path.read_text(encoding="utf-8"), 1)
+    lines: dict[str, int] = {}
     for env in kit.environments:
-        read_text(dump_all(kit.objects[env]), f"{path}#{env}", inputs, "shipmate")
+        file = f"{path}#{env}"
+        inputs.files += 1
+        for p in _parse_stream(dump_all(kit.objects[env]), file):
+            anchor = _spec_anchor(p.obj)
+            if anchor not in lines:
+                lines[anchor] = line_of(text, anchor)
+            _add(inputs, Resource(p.obj, Source(file, lines[anchor], p.document, "shipmate")), None)
+
+
+_SPEC_SECTIONS = {"service": "services", "addon": "addons", "backup": "backups"}
+
+
+def _spec_anchor(obj: dict[str, Any]) -> str:
+    """The key path in the spec of what rendered `obj`, from its component and name labels."""
+    labels = as_dict(as_dict(obj.get("metadata")).get("labels"))
+    section = _SPEC_SECTIONS.get(str(labels.get("app.kubernetes.io/component", "")))
+    name = str(labels.get("app.kubernetes.io/name", ""))
+    if section == "backups":
+        return "backups"
+    return f"{section}.{name}" if section and name else "app"
 
 
 def read_paths(paths: Sequence[str], *, values_files: Sequence[Path] = (), environments: Sequence[str] = (),
