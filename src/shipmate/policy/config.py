@@ -23,9 +23,9 @@ baseline: .shipmate-baseline.json
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from shipmate.policy.models import DEFAULT_PRODUCTION, Settings, Severity
 from shipmate.policy.rules import BY_ID, RULES
@@ -46,18 +46,19 @@ class Options(Model):
     forbid_max_unavailable: bool | None = None
 
 
-def _known_rules(value: dict[str, RuleSetting]) -> dict[str, RuleSetting]:
-    for rule_id in value:
-        if rule_id not in BY_ID:
-            raise ValueError(f"unknown rule {rule_id!r}; `shipmate scan --list-rules` lists them")
-    return value
+def _known_rule(rule_id: str) -> str:
+    if rule_id not in BY_ID:
+        raise ValueError(f"unknown rule {rule_id!r}; `shipmate scan --list-rules` lists them")
+    return rule_id
+
+
+# a key type, so that an unknown id is reported at its own line
+RuleId = Annotated[str, AfterValidator(_known_rule)]
 
 
 class EnvironmentPolicy(Model):
-    rules: dict[str, RuleSetting] = Field(default_factory=dict)
+    rules: dict[RuleId, RuleSetting] = Field(default_factory=dict)
     options: Options | None = None
-
-    _rules = field_validator("rules")(classmethod(lambda cls, v: _known_rules(v)))
 
 
 class Policy(Model):
@@ -65,12 +66,10 @@ class Policy(Model):
 
     fail_on: SeverityName = "high"
     production: list[str] = Field(default_factory=lambda: list(DEFAULT_PRODUCTION))
-    rules: dict[str, RuleSetting] = Field(default_factory=dict)
+    rules: dict[RuleId, RuleSetting] = Field(default_factory=dict)
     environments: dict[str, EnvironmentPolicy] = Field(default_factory=dict)
     options: Options = Options()
     baseline: str | None = None
-
-    _rules = field_validator("rules")(classmethod(lambda cls, v: _known_rules(v)))
 
 
 def effective(policy: Policy, environment: str | None) -> Settings:
