@@ -15,7 +15,7 @@ from shipmate.errors import CheckFailed, SpecError, UsageError
 from shipmate.files import atomic_write
 from shipmate.policy import report
 from shipmate.policy.engine import ScanResult, default_settings, scan
-from shipmate.policy.models import Finding, Settings, Severity
+from shipmate.policy.models import Finding, Resource, Settings, Severity
 from shipmate.policy.sources import Inputs, read_paths
 
 if TYPE_CHECKING:
@@ -98,24 +98,34 @@ def command(app: Application, paths: tuple[str, ...], environments: tuple[str, .
     if policy_file is None and Path(POLICY_FILE).is_file():
         policy_file = Path(POLICY_FILE)
     environment = environments[0] if len(environments) == 1 else None
-    settings: Settings = default_settings(environment)
+    policy: Policy | None = None
     if policy_file is not None:
-        from shipmate.policy.config import effective
-
         policy = load_policy(policy_file)
-        settings = effective(policy, environment)
         if baseline is None and policy.baseline:
             candidate = policy_file.parent / policy.baseline
             baseline = candidate if candidate.is_file() else None
+    settings = _settings(policy, environment)
     targets = list(paths) or [str(app.file)]
     stdin_text = sys.stdin.read() if "-" in targets else None
     inputs: Inputs = read_paths(targets, values_files=values_files, environments=environments,
                                 stdin_text=stdin_text)
     known = _read_baseline(baseline) if baseline else set()
-    result = scan(inputs.resources, settings, environment=environment, baseline=known)
+    # objects rendered from a spec are scanned with their own environment's rules (production
+    # rules on prod's objects), even when one scan reads several environments
+    groups: dict[str | None, list[Resource]] = {}
+    for resource in inputs.resources:
+        env = resource.source.file.rsplit("#", 1)[1] if resource.source.origin == "shipmate" else environment
+        groups.setdefault(env, []).append(resource)
+    results = [scan(group, _settings(policy, env), environment=env, baseline=known)
+               for env, group in groups.items()] or [scan([], settings, environment=environment)]
+    # in file order, each object's findings together, then by their own line
+    placed = sorted(((f.line, _with_line(inputs, f)) for r in results for f in r.findings),
+                    key=lambda p: (p[1].file, p[0], p[1].resource, p[1].line, -p[1].severity, p[1].rule, p[1].path))
+    findings = [f for _, f in placed]
     result = ScanResult(
-        findings=tuple(_with_line(inputs, f) for f in result.findings), notices=result.notices + tuple(inputs.notices),
-        suppressed=result.suppressed, baselined=result.baselined, resources=result.resources)
+        findings=tuple(findings), notices=tuple(n for r in results for n in r.notices) + tuple(inputs.notices),
+        suppressed=sum(r.suppressed for r in results), baselined=sum(r.baselined for r in results),
+        resources=sum(r.resources for r in results))
     threshold = Severity.parse(fail_on) if fail_on else settings.fail_on
     if write_baseline is not None:
         _write_baseline(write_baseline, result)
@@ -142,6 +152,14 @@ def command(app: Application, paths: tuple[str, ...], environments: tuple[str, .
     failing = result.failing(threshold)
     if failing and write_baseline is None:
         raise CheckFailed(f"{len(failing)} finding(s) at or above {threshold.label}")
+
+
+def _settings(policy: Policy | None, environment: str | None) -> Settings:
+    if policy is None:
+        return default_settings(environment)
+    from shipmate.policy.config import effective
+
+    return effective(policy, environment)
 
 
 def _with_line(inputs: Inputs, finding: Finding) -> Finding:
