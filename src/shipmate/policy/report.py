@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
 from shipmate import __version__
@@ -33,6 +34,19 @@ def _finding_dict(f: Finding) -> dict[str, Any]:
 
 
 def to_json(result: ScanResult, threshold: Severity) -> str:
+    """The JSON report (keys sorted, stable):
+
+    ```
+    {"tool": {"name": "shipmate", "version": "..."},
+     "summary": {"resources": N, "findings": N, "failing": N, "fail_on": "high", "suppressed": N,
+                 "baselined": N, "by_severity": {"low": N, "medium": N, "high": N, "critical": N}},
+     "findings": [{"rule", "severity", "message", "resource", "kind", "name", "namespace",
+                   "container", "path", "file", "line", "remediation", "evidence", "fingerprint"}],
+     "notices": [{"file", "line", "message"}]}
+    ```
+
+    `failing` counts findings at or above `fail_on`; `evidence` is a masked sample or null.
+    """
     failing = result.failing(threshold)
     data = {
         "tool": {"name": "shipmate", "version": __version__},
@@ -95,7 +109,8 @@ def _rule_descriptor(rule: Rule) -> dict[str, Any]:
 
 
 def _artifact(file: str) -> str:
-    return file.split("#", 1)[0]
+    """A file as a SARIF artifact URI: the spec of `shipmate.yaml#env`, percent-encoded."""
+    return quote(file.split("#", 1)[0], safe="/")
 
 
 def to_sarif(result: ScanResult, threshold: Severity) -> str:
@@ -129,7 +144,7 @@ def to_sarif(result: ScanResult, threshold: Severity) -> str:
                                 "informationUri": INFORMATION_URI, "rules": [_rule_descriptor(r) for r in RULES]}},
             "results": results,
             "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": [
-                {"level": "note", "message": {"text": n.message},
+                {"level": "warning" if n.message.startswith("warning:") else "note", "message": {"text": n.message},
                  "locations": [{"physicalLocation": {"artifactLocation": {"uri": _artifact(n.file)}}}]}
                 for n in result.notices]}],
             "columnKind": "utf16CodeUnits",
@@ -139,30 +154,26 @@ def to_sarif(result: ScanResult, threshold: Severity) -> str:
 
 
 def to_junit(result: ScanResult, threshold: Severity) -> str:
-    """JUnit XML: one test case per object and rule that ran on it; findings at or above the
-    threshold are failures, the others are reported in system-out."""
-    by_object: dict[str, list[Finding]] = {}
-    for f in result.findings:
-        by_object.setdefault(f.resource, []).append(f)
+    """JUnit XML: one test case per finding (named by rule, object and path), so that `failures`
+    is the number of findings at or above the threshold; findings below it are passing cases
+    that say what they found in system-out."""
     cases: list[str] = []
     failures = 0
-    for resource in sorted(by_object):
-        findings = by_object[resource]
-        for rule_id, group in groupby(sorted(findings, key=lambda f: f.rule), key=lambda f: f.rule):
-            items = list(group)
-            failing = [f for f in items if f.severity >= threshold]
-            name = quoteattr(f"{rule_id} {resource}")
-            body = "\n".join(f"{f.severity.label}: {f.message} at {f.file}:{f.line} {f.path}"
-                             + (f" value {f.evidence}" if f.evidence else "") for f in items)
-            if failing:
-                failures += 1
-                cases.append(f'    <testcase classname={quoteattr(resource)} name={name}>\n'
-                             f'      <failure message={quoteattr(failing[0].message)} '
-                             f'type={quoteattr(failing[0].severity.label)}>{escape(body)}</failure>\n'
-                             f'    </testcase>')
-            else:
-                cases.append(f'    <testcase classname={quoteattr(resource)} name={name}>\n'
-                             f'      <system-out>{escape(body)}</system-out>\n    </testcase>')
+    for f in sorted(result.findings, key=lambda f: (f.resource, f.rule, f.path)):
+        name = quoteattr(f"{f.rule} {f.resource} {f.path}")
+        body = (f"{f.severity.label}: {f.message}" + (f" [{f.container}]" if f.container else "")
+                + f" at {f.file}:{f.line} {f.path}" + (f" value {f.evidence}" if f.evidence else "")
+                + f"\nfix: {f.remediation}")
+        if f.severity >= threshold:
+            failures += 1
+            cases.append(f'    <testcase classname={quoteattr(f.resource)} name={name} file={quoteattr(f.file)} '
+                         f'line="{f.line}">\n'
+                         f'      <failure message={quoteattr(f.message)} '
+                         f'type={quoteattr(f.severity.label)}>{escape(body)}</failure>\n'
+                         f'    </testcase>')
+        else:
+            cases.append(f'    <testcase classname={quoteattr(f.resource)} name={name} file={quoteattr(f.file)} '
+                         f'line="{f.line}">\n      <system-out>{escape(body)}</system-out>\n    </testcase>')
     if not cases:
         cases.append('    <testcase classname="shipmate.scan" name="no findings"/>')
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
