@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from shipmate.cli.app import Application
-from shipmate.errors import CheckFailed, SpecError, UsageError
+from shipmate.errors import CheckFailed, Location, SpecError, UsageError
 from shipmate.files import atomic_write
 from shipmate.policy import report
 from shipmate.policy.engine import ScanResult, default_settings, scan
@@ -49,8 +49,13 @@ def _read_baseline(path: Path) -> set[str]:
     except FileNotFoundError:
         raise UsageError(f"{path}: no such baseline; create one with --write-baseline {path}") from None
     except json.JSONDecodeError as exc:
-        raise SpecError(f"invalid baseline JSON: {exc.msg}", path=str(path)) from None
-    return {str(item["fingerprint"]) for item in data.get("findings", []) if "fingerprint" in item}
+        raise SpecError(f"invalid baseline JSON: {exc.msg}", location=Location(str(path), exc.lineno, exc.colno)) \
+            from None
+    items = data.get("findings") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise SpecError("not a baseline: no findings list; write one with --write-baseline",
+                        location=Location(str(path), 1, 1))
+    return {str(item["fingerprint"]) for item in items if isinstance(item, dict) and "fingerprint" in item}
 
 
 def _write_baseline(path: Path, result: ScanResult) -> None:
@@ -87,7 +92,7 @@ def command(app: Application, paths: tuple[str, ...], environments: tuple[str, .
     With no PATH, scans what the spec (-f) renders."""
     if list_rules:
         rows = report.rule_table()
-        if app.json:
+        if app.json or fmt == "json":
             app.print_json(rows)
         else:
             for row in rows:
@@ -109,7 +114,8 @@ def command(app: Application, paths: tuple[str, ...], environments: tuple[str, .
     stdin_text = sys.stdin.read() if "-" in targets else None
     inputs: Inputs = read_paths(targets, values_files=values_files, environments=environments,
                                 stdin_text=stdin_text)
-    known = _read_baseline(baseline) if baseline else set()
+    # writing a baseline records every current finding, those of an older baseline included
+    known = _read_baseline(baseline) if baseline and write_baseline is None else set()
     # objects rendered from a spec are scanned with their own environment's rules (production
     # rules on prod's objects), even when one scan reads several environments
     groups: dict[str | None, list[Resource]] = {}

@@ -307,7 +307,7 @@ def _kustomize_sources(directory: Path, visited: set[Path]) -> list[tuple[str, _
         for entry in data.get(key) or [] if isinstance(data, dict) else []:
             if not isinstance(entry, str) or "://" in entry or entry.startswith(("github.com/", "git@")):
                 continue
-            target = directory / entry
+            target = Path(os.path.normpath(directory / entry))
             if target.is_dir():
                 out.extend(_kustomize_sources(target, visited))
             elif target.is_file():
