@@ -287,6 +287,15 @@ def test_a_helm_chart_is_rendered_by_helm_with_values_and_findings_point_at_the_
     assert walked["notices"] == []
 
 
+def test_a_chart_in_the_release_namespace_is_not_in_the_default_namespace(cli: Cli, chart: Path) -> None:
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata: {{}}\n"
+    write(chart / "templates" / "follows.yaml", config.format(name="follows", namespace="{{ .Release.Namespace }}"))
+    write(chart / "templates" / "pinned.yaml", config.format(name="pinned", namespace="default"))
+    data = scan_json(cli, "charts/web-chart", "--fail-on", "critical", code=0)
+    assert [(f["resource"], f["file"], f["line"]) for f in data["findings"] if f["rule"] == "SM902"] == [
+        ("ConfigMap/default/pinned", "charts/web-chart/templates/pinned.yaml", 5)]
+
+
 def test_a_chart_that_helm_cannot_render_is_a_loud_warning(cli: Cli, chart: Path) -> None:
     write("charts/web-chart/templates/secret.yaml", '{{ required "password is required" .Values.password }}\n')
     code, out, err = cli("scan", "charts/web-chart")

@@ -42,6 +42,9 @@ _PYYAML: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_SUFFIXES = {".yaml", ".yml"}
 _KUSTOMIZATION = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _LINE_IN_ERROR = re.compile(r"line (\d+)(?:,? column (\d+))?")
+# the namespace charts are rendered in: not `default`, so that a template that writes
+# `namespace: default` is told apart from one that follows the release
+RELEASE_NAMESPACE = "release-namespace"
 _SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", ".shipmate"}
 
 
@@ -197,7 +200,7 @@ def _helm_values(values_files: Sequence[Path]) -> dict[str, Any]:
 
 
 def read_helm_chart(chart: Path, values_files: Sequence[Path], inputs: Inputs, *, release: str = "release",
-                    namespace: str = "default") -> bool:
+                    namespace: str = RELEASE_NAMESPACE) -> bool:
     """Render a chart with the Helm engine and read what it renders. Returns False (with a
     warning notice) when the chart cannot be rendered, e.g. a dependency is not vendored."""
     try:
@@ -222,19 +225,26 @@ def read_helm_chart(chart: Path, values_files: Sequence[Path], inputs: Inputs, *
     for template, text in sorted(rendered.items()):
         if not text.strip() or template.endswith("NOTES.txt"):
             continue
-        _read_rendered(text, chart.joinpath(*Path(template).parts[1:]), inputs)
+        _read_rendered(text, chart.joinpath(*Path(template).parts[1:]), inputs, namespace)
     return True
 
 
 _KIND_LINE = re.compile(r"^kind:\s*[\"']?([A-Za-z0-9]+)[\"']?\s*$", re.MULTILINE)
 
 
-def _read_rendered(text: str, file: Path, inputs: Inputs) -> None:
+def _read_rendered(text: str, file: Path, inputs: Inputs, namespace: str) -> None:
     """The objects a template rendered, each placed in the document of the template it came from:
     the document that declares its kind (the n-th one for the n-th object of that kind), else the
-    template's first document. Findings then point at the template a person edits."""
+    template's first document. Findings then point at the template a person edits.
+
+    An object in the release's namespace (`{{ .Release.Namespace }}`) is read as one that names no
+    namespace: both land where `helm install -n` puts them, which the chart does not decide."""
     inputs.files += 1
     parsed = _parse_stream(text, str(file))
+    for p in parsed:
+        metadata = p.obj.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("namespace") == namespace:
+            del metadata["namespace"]
     try:
         source = split_documents(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):  # a sub-chart from an archive: only the rendered text exists
