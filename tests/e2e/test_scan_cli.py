@@ -296,6 +296,35 @@ def test_a_chart_in_the_release_namespace_is_not_in_the_default_namespace(cli: C
         ("ConfigMap/default/pinned", "charts/web-chart/templates/pinned.yaml", 5)]
 
 
+def test_a_missing_dependency_is_a_warning_and_manifests_beside_the_chart_are_read(cli: Cli, chart: Path) -> None:
+    write(chart / "Chart.yaml", """\
+apiVersion: v2
+name: tiny
+version: 0.1.0
+dependencies:
+  - {name: redis, version: 1.0.0, repository: https://charts.example.com, condition: redis.enabled}
+  - {name: metrics, version: 1.0.0, repository: https://charts.example.com, condition: metrics.enabled}
+  - {name: vendored, version: 0.1.0}
+""")
+    write(chart / "values.yaml", "image: ghcr.io/acme/web:1.0.0\nprivileged: false\nreplicas: 1\n"
+          "redis: {enabled: true}\nmetrics: {enabled: false}\n")
+    write(chart / "charts" / "vendored" / "Chart.yaml", "apiVersion: v2\nname: vendored\nversion: 0.1.0\n")
+    write(chart / "charts" / "vendored" / "templates" / "sa.yaml",
+          "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: vendored}\n")
+    write(chart / "upstream.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: upstream, namespace: shop}\n"
+          "spec: {type: NodePort, ports: [{port: 80}]}\n")
+    code, out, err = cli("scan", "charts", "--fail-on", "critical")
+    assert code == 0, out
+    assert err == ("charts/web-chart: warning: dependencies redis are not in charts/ (run `helm dependency build`), "
+                   "so what they render was NOT scanned\n")
+    data = scan_json(cli, "charts/web-chart", "--fail-on", "critical", code=0)
+    assert data["summary"]["resources"] == 3  # the Deployment, the sub-chart's account, upstream.yaml's Service
+    assert ("SM602", "Service/shop/upstream", "charts/web-chart/upstream.yaml", 4) in rows(data)
+    # a value file can turn the dependency off
+    write("no-redis.yaml", "redis: {enabled: false}\n")
+    assert cli("scan", "charts", "--values", "no-redis.yaml", "--fail-on", "critical")[::2] == (0, "")
+
+
 def test_a_chart_that_helm_cannot_render_is_a_loud_warning(cli: Cli, chart: Path) -> None:
     write("charts/web-chart/templates/secret.yaml", '{{ required "password is required" .Values.password }}\n')
     code, out, err = cli("scan", "charts/web-chart")

@@ -213,11 +213,15 @@ def read_helm_chart(chart: Path, values_files: Sequence[Path], inputs: Inputs, *
         with Chart.load(str(chart)) as loaded:
             rendered = loaded.render(values=values or None, name=release, namespace=namespace, is_install=True)
             crds = loaded.crds
+            missing = _missing_dependencies(loaded.metadata, loaded.dependencies, loaded.values, values)
     except Exception as exc:  # noqa: BLE001 - the engine's errors come from native code
         message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         inputs.notices.append(Notice(str(chart), f"warning: Helm could not render this chart, so it was NOT "
                                      f"scanned: {message}"))
         return False
+    if missing:
+        inputs.notices.append(Notice(str(chart), f"warning: dependencies {', '.join(missing)} are not in charts/ "
+                                     "(run `helm dependency build`), so what they render was NOT scanned"))
     # the engine names files `<chart name>/templates/...`, whatever the chart's directory is called
     for crd in crds:
         file = chart.joinpath(*Path(str(crd.get("filename", "x/crds"))).parts[1:])
@@ -227,6 +231,33 @@ def read_helm_chart(chart: Path, values_files: Sequence[Path], inputs: Inputs, *
             continue
         _read_rendered(text, chart.joinpath(*Path(template).parts[1:]), inputs, namespace)
     return True
+
+
+def _missing_dependencies(metadata: Any, loaded: Any, defaults: Any, values: dict[str, Any]) -> list[str]:
+    """The enabled dependencies a chart declares but does not carry (Helm renders without them)."""
+    from shipmate.spec.document import merge
+
+    present = {str(d.get("name")) for d in loaded or [] if isinstance(d, dict)}
+    effective = merge(defaults if isinstance(defaults, dict) else {}, values)
+    missing = []
+    for dependency in as_dict(metadata).get("dependencies") or []:
+        if not isinstance(dependency, dict) or str(dependency.get("name")) in present:
+            continue
+        name = str(dependency.get("alias") or dependency.get("name"))
+        if _condition(str(dependency.get("condition") or ""), effective) is not False:
+            missing.append(name)
+    return missing
+
+
+def _condition(condition: str, values: dict[str, Any]) -> bool | None:
+    """A dependency's `condition`: the first of its comma-separated value paths that is a boolean."""
+    for path in filter(None, (p.strip() for p in condition.split(","))):
+        node: Any = values
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, bool):
+            return node
+    return None
 
 
 _KIND_LINE = re.compile(r"^kind:\s*[\"']?([A-Za-z0-9]+)[\"']?\s*$", re.MULTILINE)
@@ -396,7 +427,7 @@ def read_paths(paths: Sequence[str], *, values_files: Sequence[Path] = (), envir
             if any((path / k).is_file() for k in _KUSTOMIZATION):
                 read_kustomization(path, inputs)
             elif (path / "Chart.yaml").is_file():
-                read_helm_chart(path, values_files, inputs)
+                _read_chart_dir(path, values_files, inputs)
             else:
                 _walk(path, values_files, environments, inputs)
         elif _is_spec(path):
@@ -406,12 +437,24 @@ def read_paths(paths: Sequence[str], *, values_files: Sequence[Path] = (), envir
     return inputs
 
 
+_CHART_FILES = re.compile(r"(Chart\.(yaml|lock)|requirements\.(yaml|lock)|values.*\.(ya?ml|json))")
+
+
+def _read_chart_dir(chart: Path, values_files: Sequence[Path], inputs: Inputs) -> None:
+    """A chart as Helm renders it, and the manifests kept beside its Chart.yaml, which Helm ignores
+    (a rendered copy that Kustomize reads, say)."""
+    read_helm_chart(chart, values_files, inputs)
+    for path in sorted(chart.iterdir()):
+        if path.is_file() and path.suffix in (*_YAML_SUFFIXES, ".json") and not _CHART_FILES.fullmatch(path.name):
+            _read_file(path, inputs)
+
+
 def _walk(root: Path, values_files: Sequence[Path], environments: Sequence[str], inputs: Inputs) -> None:
     for current, dirs, files in os.walk(root):
         here = Path(current)
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
         if (here / "Chart.yaml").is_file():
-            read_helm_chart(here, values_files, inputs)
+            _read_chart_dir(here, values_files, inputs)
             dirs[:] = []
             continue
         for name in sorted(files):
