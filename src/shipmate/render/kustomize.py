@@ -44,6 +44,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from shipmate.plan.models import Plan
@@ -116,24 +117,34 @@ def _join_image(name: str, tag: str, digest: str) -> str:
     return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
 
 
+@lru_cache(maxsize=4096)
+def _image_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(name + r"(@sha256)?(:[a-zA-Z0-9_.{}-]*)?")
+
+
 def _image_matches(value: str, name: str) -> bool:
     """Whether kustomize's image transformer entry `name` rewrites `value` (its own regex)."""
-    return re.fullmatch(name + r"(@sha256)?(:[a-zA-Z0-9_.{}-]*)?", value) is not None
+    return _image_pattern(name).fullmatch(value) is not None
 
 
 def _slots(obj: Any, path: Path = ()) -> Iterator[Path]:
     """Paths of every container `image` the kustomize image transformer visits: items of any
     `containers` or `initContainers` list, at any depth."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k in CONTAINER_LISTS and isinstance(v, list):
-                for i, item in enumerate(v):
-                    if isinstance(item, dict) and isinstance(item.get("image"), str):
-                        yield (*path, k, i, "image")
-            yield from _slots(v, (*path, k))
-    elif isinstance(obj, list):
-        for i, item in enumerate(obj):
-            yield from _slots(item, (*path, i))
+    stack: list[tuple[Any, Path]] = [(obj, path)]
+    found: list[Path] = []
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(v, dict | list):
+                    continue
+                if k in CONTAINER_LISTS and isinstance(v, list):
+                    found.extend((*at, k, i, "image") for i, item in enumerate(v)
+                                 if isinstance(item, dict) and isinstance(item.get("image"), str))
+                stack.append((v, (*at, k)))
+        else:
+            stack.extend((item, (*at, i)) for i, item in enumerate(node) if isinstance(item, dict | list))
+    return iter(found)
 
 
 def _get(obj: Any, path: Path) -> Any:
@@ -179,7 +190,18 @@ def _canon(value: Any) -> str:
 
 def _same(a: Any, b: Any) -> bool:
     """Equality that tells 1 from True and 1 from 1.0, as YAML does."""
-    return _canon(a) == _canon(b)
+    return a == b and _strict(a, b)
+
+
+def _strict(a: Any, b: Any) -> bool:
+    """Types agree all the way down (called only on values that are already ==)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return all(_strict(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return all(_strict(x, y) for x, y in zip(a, b, strict=True))
+    return True
 
 
 def _consensus(values: list[Any], open_map: bool = False, droppable: bool = False) -> Any:
@@ -294,10 +316,10 @@ def _image_plan(slots: list[tuple[Obj, Path, str, str]]) -> dict[str, dict[str, 
     changed = True
     while changed:
         changed = False
+        exact = sorted({ref for _o, _p, n, ref in slots if n not in entries})
         for name in sorted(entries):
             others = [n for n in entries if n != name]
             values = [name, entries[name]]
-            exact = [ref for _o, _p, n, ref in slots if n not in entries]
             if (any(_image_matches(v, o) for v in values for o in others)
                     or any(_image_matches(ref, name) for ref in exact)):
                 del entries[name]

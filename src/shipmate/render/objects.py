@@ -421,9 +421,9 @@ def _secret_delivery(plan: Plan, owner: str, meta: dict[str, str], mounts: tuple
             objects.append({"objectName": m.file, "secretPath": key, "secretKey": prop or "value"}
                            if plan.secret_store == "vault" else  # noqa: S105 - a provider name
                            {"objectName": key, "objectAlias": m.file, "objectType": "secretsmanager"})
-        from shipmate.render.yamlio import dump
+        from shipmate.render.yamlio import dump_pyyaml
 
-        parameters: dict[str, str] = {"objects": dump(objects)}
+        parameters: dict[str, str] = {"objects": dump_pyyaml(objects)}
         if plan.secret_store == "vault":  # noqa: S105 - a provider name
             parameters["roleName"] = f"{plan.app}-{owner}"
         spec: dict[str, Any] = {"provider": plan.secret_store, "parameters": parameters}
