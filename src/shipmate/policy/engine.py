@@ -10,10 +10,19 @@ finding stays) and said in a notice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from shipmate.policy.models import DEFAULT_PRODUCTION, Context, Finding, Notice, Resource, Settings, Severity
+from shipmate.policy.models import (
+    DEFAULT_PRODUCTION,
+    Context,
+    Finding,
+    Notice,
+    Resource,
+    Rule,
+    Settings,
+    Severity,
+)
 from shipmate.policy.rules import RULES
 from shipmate.policy.workloads import as_dict, pod_spec
 
@@ -31,6 +40,23 @@ class ScanResult:
 
     def failing(self, threshold: Severity) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.severity >= threshold)
+
+
+class _IndexedContext(Context):
+    """A context that finds objects of a kind in an index built on first use: the cross-object
+    rules ask for the ServiceAccounts, PodDisruptionBudgets, HPAs and Namespaces once per workload,
+    and a walk over every object each time made large inputs quadratic."""
+
+    def of_kind(self, *kinds: str) -> Iterator[Resource]:
+        if len(kinds) != 1:
+            return super().of_kind(*kinds)
+        index = self._index.get("kinds")
+        if index is None:
+            index = {}
+            for resource in self.resources:
+                index.setdefault(resource.kind, []).append(resource)
+            self._index["kinds"] = index
+        return iter(index.get(kinds[0], ()))
 
 
 def _suppressions(resource: Resource) -> dict[str, str]:
@@ -56,25 +82,26 @@ def scan(resources: Sequence[Resource], settings: Settings | None = None, *, env
          baseline: Iterable[str] = ()) -> ScanResult:
     """Every finding of the enabled rules over `resources`, sorted by file, line and rule."""
     settings = settings or default_settings(environment)
-    ctx = Context(resources=tuple(resources), environment=environment, production=settings.production,
-                  options=settings.options)
+    ctx = _IndexedContext(resources=tuple(resources), environment=environment, production=settings.production,
+                          options=settings.options)
     rule_settings = settings.rules
     known = set(baseline)
     findings: list[Finding] = []
     notices: list[Notice] = []
     suppressed = baselined = 0
     active = [r for r in RULES if rule_settings[r.id][0]]
+    by_kind: dict[str, list[Rule]] = {}
     for resource in ctx.resources:
         kind = resource.kind
+        if kind not in by_kind:
+            by_kind[kind] = [rule for rule in active if not rule.kinds or kind in rule.kinds]
         suppress = _suppressions(resource)
         for rule_id, reason in suppress.items():
             if len(reason) < MIN_REASON:
                 notices.append(Notice(resource.source.file, f"{resource.ref}: suppression of {rule_id} has no "
                                       "reason and is ignored; write the reason as the annotation's value",
                                       resource.source.line))
-        for rule in active:
-            if rule.kinds and kind not in rule.kinds:
-                continue
+        for rule in by_kind[kind]:
             severity = rule_settings[rule.id][1]
             for hit in rule.check(resource, ctx):
                 if len(suppress.get(rule.id, "")) >= MIN_REASON:
