@@ -29,7 +29,10 @@ TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compil
     ("JSON Web Token", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
 ))
 
-_URL_PASSWORD = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([^\s:/@]+):([^\s@/]+)@[^\s]+")
+# user:password@ in a URL; the user may be empty (redis://:password@host).
+_URL_PASSWORD = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([^\s:/@]*):([^\s@/]+)@[^\s]+")
+# A whole value that is a URL (jdbc:postgresql://... too): authority, then path, query and fragment.
+_URL = re.compile(r"(?i)^[a-z][a-z0-9+.-]*(?::[a-z][a-z0-9+.-]*)?://([^/?#\s]*)([^?#\s]*)(?:\?([^#\s]*))?(?:#\S*)?$")
 _ASSIGNMENT = re.compile(
     r"(?im)^\s*[\"']?([A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|private[_-]?key"
     r"|client[_-]?secret|access[_-]?key)[A-Za-z0-9_.-]*)[\"']?\s*[:=]\s*[\"']?([^\s\"',#]+)"
@@ -39,11 +42,14 @@ SECRET_NAME = re.compile(
     r"access[_-]?key|client[_-]?secret|signing[_-]?key|encryption[_-]?key|auth[_-]?key|dsn|"
     r"conn(ection)?[_-]?str(ing)?|database[_-]?url|db[_-]?url|jwt)"
 )
+# Suffixes of names that point at, describe or configure a secret (or hold a public key), with
+# `_` (environment variables) or `-` (command-line flags) before them.
 _NOT_A_SECRET_NAME = re.compile(
-    r"(?i)(_file|_path|_dir|_name|_names|_id|_ids|_enabled|_ttl|_expiry|_expiration|_length|_timeout|_ref|"
-    r"_version|_header|_type|_mode|_policy|_kind|_field|_key_name|_secret_name|_store|_provider|_mount|"
-    r"_rotation|_interval|_days|_seconds|_issuer|_audience|_algorithm|_url_file|_endpoint|_region)$|"
-    r"^(secret|token)s?(_)?(name|ref|path)$"
+    r"(?i)[_-](file|path|dir|name|names|id|ids|enabled|ttl|expiry|expiration|length|timeout|ref|"
+    r"version|header|type|mode|policy|kind|field|key[_-]name|secret[_-]name|store|provider|mount|"
+    r"rotation|interval|days|seconds|issuer|audience|algorithm|url[_-]file|endpoint|region|"
+    r"public[_-]?key|pubkey|certificate|cert)$|"
+    r"^(secret|token)s?[_-]?(name|ref|path)$"
 )
 _PLACEHOLDER = re.compile(
     r"(?i)^(|changeme|change[-_]?me|change[-_]?it|replace[-_]?me|todo|tbd|none|null|nil|empty|default|dummy|"
@@ -86,7 +92,8 @@ def entropy(value: str) -> float:
 
 def is_placeholder(value: str) -> bool:
     """A value that stands for a secret without being one: empty, `changeme`, `${VAR}`, `$(cat f)`,
-    `<redacted>`, `API_KEY_VALUE`, a reference to a secret store, a file path, a number or a boolean."""
+    `<redacted>`, `API_KEY_VALUE`, a reference to a secret store, a file path, a URL without a
+    password, a number or a boolean."""
     text = value.strip().strip("\"'")
     if _PLACEHOLDER.match(text) or _REFERENCE.match(text):
         return True
@@ -96,7 +103,27 @@ def is_placeholder(value: str) -> bool:
         return True
     if re.fullmatch(r"[0-9.\-_:]+", text):
         return True
+    if _plain_url(text):
+        return True  # where the secret is used, not the secret: postgres://app@db:5432/app
     return bool(re.fullmatch(r"(.)\1{3,}", text))
+
+
+def _plain_url(text: str) -> bool:
+    """A URL with no secret in it: no `user:password@`, no random-looking user or path segment
+    (a token as user name, a capability URL), no secret-named query parameter with a literal value."""
+    match = _URL.match(text)
+    if match is None:
+        return False
+    userinfo = match.group(1).rpartition("@")[0]
+    if (":" in userinfo and userinfo.partition(":")[2]) or _looks_random(userinfo):
+        return False
+    if any(_looks_random(segment) for segment in match.group(2).split("/")):
+        return False
+    for pair in (match.group(3) or "").split("&"):
+        name, _, value = pair.partition("=")
+        if value and is_secret_name(name) and not is_placeholder(value):
+            return False
+    return True
 
 
 def is_secret_name(name: str) -> bool:
