@@ -61,6 +61,7 @@ REMOVED_APIS: dict[tuple[str, str], tuple[str, str]] = {
     ("rbac.authorization.k8s.io/v1beta1", "*"): ("1.22", "rbac.authorization.k8s.io/v1"),
     ("rbac.authorization.k8s.io/v1alpha1", "*"): ("1.22", "rbac.authorization.k8s.io/v1"),
     ("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition"): ("1.22", "apiextensions.k8s.io/v1"),
+    ("apiregistration.k8s.io/v1beta1", "APIService"): ("1.22", "apiregistration.k8s.io/v1"),
     ("admissionregistration.k8s.io/v1beta1", "*"): ("1.22", "admissionregistration.k8s.io/v1"),
     ("scheduling.k8s.io/v1beta1", "PriorityClass"): ("1.22", "scheduling.k8s.io/v1"),
     ("storage.k8s.io/v1beta1", "CSIDriver"): ("1.22", "storage.k8s.io/v1"),
@@ -102,6 +103,12 @@ def _sc(c: Container) -> dict[str, Any]:
     return as_dict(c.spec.get("securityContext"))
 
 
+def _windows(pod: PodSpec) -> bool:
+    """A Windows pod: Linux-only settings (seccomp, capabilities, allowPrivilegeEscalation,
+    readOnlyRootFilesystem, ...) are forbidden there, so the rules asking for them do not apply."""
+    return str(as_dict(pod.spec.get("os")).get("name", "")).lower() == "windows"
+
+
 # --- SM1xx pod security -------------------------------------------------------------------
 
 def _root_user(r: Resource, ctx: Context) -> Iterator[Hit]:
@@ -127,21 +134,21 @@ def _privileged(r: Resource, ctx: Context) -> Iterator[Hit]:
 
 
 def _escalation(r: Resource, ctx: Context) -> Iterator[Hit]:
-    for _, c in _each_container(r):
-        if not falsy(_sc(c).get("allowPrivilegeEscalation")):
+    for pod, c in _each_container(r):
+        if not _windows(pod) and not falsy(_sc(c).get("allowPrivilegeEscalation")):
             yield Hit(f"{c.path}.securityContext.allowPrivilegeEscalation", "not set to false", c.name)
 
 
 def _writable_root(r: Resource, ctx: Context) -> Iterator[Hit]:
-    for _, c in _each_container(r):
-        if not truthy(_sc(c).get("readOnlyRootFilesystem")):
+    for pod, c in _each_container(r):
+        if not _windows(pod) and not truthy(_sc(c).get("readOnlyRootFilesystem")):
             yield Hit(f"{c.path}.securityContext.readOnlyRootFilesystem", "not set to true", c.name)
 
 
 def _caps_not_dropped(r: Resource, ctx: Context) -> Iterator[Hit]:
-    for _, c in _each_container(r):
+    for pod, c in _each_container(r):
         drop = [str(x).upper() for x in as_list(as_dict(_sc(c).get("capabilities")).get("drop"))]
-        if "ALL" not in drop:
+        if "ALL" not in drop and not _windows(pod):
             yield Hit(f"{c.path}.securityContext.capabilities.drop", "ALL is not dropped", c.name)
 
 
@@ -155,15 +162,16 @@ def _caps_added(r: Resource, ctx: Context) -> Iterator[Hit]:
 
 def _seccomp(r: Resource, ctx: Context) -> Iterator[Hit]:
     pod = _pod(r)
-    if pod is None:
+    if pod is None or _windows(pod):
         return
     annotations = as_dict(pod.template_metadata.get("annotations"))
-    legacy = str(annotations.get("seccomp.security.alpha.kubernetes.io/pod", ""))
+    pod_legacy = str(annotations.get("seccomp.security.alpha.kubernetes.io/pod", ""))
     for c in containers(pod):
         profile, path = security(c, pod, "seccompProfile")
         kind = str(as_dict(profile).get("type", ""))
         if kind in ("RuntimeDefault", "Localhost"):
             continue
+        legacy = str(annotations.get(f"container.seccomp.security.alpha.kubernetes.io/{c.name}", pod_legacy))
         if not kind and (legacy in ("runtime/default", "docker/default") or legacy.startswith("localhost/")):
             continue
         yield Hit(path, "Unconfined" if kind == "Unconfined" else "no seccomp profile", c.name)
@@ -218,12 +226,12 @@ def _root_group(r: Resource, ctx: Context) -> Iterator[Hit]:
     if pod is None:
         return
     psc = as_dict(pod.spec.get("securityContext"))
-    for key in ("fsGroup", "runAsGroup"):
-        if key in psc and str(psc[key]).strip() == "0":
-            yield Hit(f"{pod.path}.securityContext.{key}", f"{key} is 0")
+    if "fsGroup" in psc and str(psc["fsGroup"]).strip() == "0":
+        yield Hit(f"{pod.path}.securityContext.fsGroup", "fsGroup is 0")
     for c in containers(pod):
-        if str(_sc(c).get("runAsGroup", "")).strip() == "0":
-            yield Hit(f"{c.path}.securityContext.runAsGroup", "runAsGroup is 0", c.name)
+        group, path = security(c, pod, "runAsGroup")  # a container's own runAsGroup overrides the pod's
+        if group is not None and str(group).strip() == "0":
+            yield Hit(path, "runAsGroup is 0", c.name)
 
 
 def _proc_mount(r: Resource, ctx: Context) -> Iterator[Hit]:
@@ -257,7 +265,7 @@ def _sysctls(r: Resource, ctx: Context) -> Iterator[Hit]:
         return
     for i, s in enumerate(as_list(as_dict(pod.spec.get("securityContext")).get("sysctls"))):
         name = str(as_dict(s).get("name", ""))
-        if name not in SAFE_SYSCTLS:
+        if name.replace("/", ".") not in SAFE_SYSCTLS:  # net/ipv4/x is the same sysctl as net.ipv4.x
             yield Hit(f"{pod.path}.securityContext.sysctls[{i}]", f"sets {name}")
 
 
@@ -265,10 +273,16 @@ def _host_process(r: Resource, ctx: Context) -> Iterator[Hit]:
     pod = _pod(r)
     if pod is None:
         return
+    pod_options = as_dict(as_dict(pod.spec.get("securityContext")).get("windowsOptions"))
     for c in containers(pod):
-        options, path = security(c, pod, "windowsOptions")
-        if truthy(as_dict(options).get("hostProcess")):
-            yield Hit(f"{path}.hostProcess", "Windows hostProcess", c.name)
+        # field by field: a container that sets only runAsUserName keeps the pod's hostProcess
+        own = as_dict(_sc(c).get("windowsOptions"))
+        if own.get("hostProcess") is not None:
+            value, path = own["hostProcess"], f"{c.path}.securityContext.windowsOptions.hostProcess"
+        else:
+            value, path = pod_options.get("hostProcess"), f"{pod.path}.securityContext.windowsOptions.hostProcess"
+        if truthy(value):
+            yield Hit(path, "Windows hostProcess", c.name)
 
 
 # --- SM2xx images -------------------------------------------------------------------------
@@ -306,13 +320,23 @@ def _pull_policy(r: Resource, ctx: Context) -> Iterator[Hit]:
             yield Hit(f"{c.path}.imagePullPolicy", f"{policy} with a mutable tag", c.name)
 
 
+def _full_image_name(image: str) -> str:
+    """The image with its registry spelled out, as the container runtime reads it:
+    `nginx:1.27` is `docker.io/library/nginx:1.27`, `bitnami/redis` is `docker.io/bitnami/redis`."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"docker.io/{image}" if rest else f"docker.io/library/{image}"
+
+
 def _registry(r: Resource, ctx: Context) -> Iterator[Hit]:
     allowed = [str(x).rstrip("/") + "/" for x in as_list(ctx.options.get("allowedRegistries"))]
     if not allowed:
         return
     for _, c in _each_container(r):
         image = str(c.spec.get("image", ""))
-        if not any(image.startswith(prefix) for prefix in allowed):
+        names = (image, _full_image_name(image))
+        if not any(name.startswith(prefix) for prefix in allowed for name in names):
             yield Hit(f"{c.path}.image", f"{image} is not from an allowed registry", c.name)
 
 
@@ -419,10 +443,20 @@ def _no_spread(r: Resource, ctx: Context) -> Iterator[Hit]:
 
 def _pdb_blocks(r: Resource, ctx: Context) -> Iterator[Hit]:
     spec = as_dict(r.obj.get("spec"))
+    minimum = str(spec.get("minAvailable", "")).strip()
     if str(spec.get("maxUnavailable", "")).strip() in ("0", "0%"):
         yield Hit("spec.maxUnavailable", "maxUnavailable 0 blocks every voluntary disruption")
-    elif str(spec.get("minAvailable", "")).strip() == "100%":
+    elif minimum == "100%":
         yield Hit("spec.minAvailable", "minAvailable 100% blocks every voluntary disruption")
+    elif minimum.isdigit():
+        for workload in ctx.of_kind(*SCALABLE):
+            if workload.namespace == r.namespace and selector_matches(spec.get("selector"),
+                                                                      template_labels(workload.obj)):
+                count = _effective_replicas(ctx, workload)
+                if int(minimum) >= count:
+                    yield Hit("spec.minAvailable", f"minAvailable {minimum} of {workload.ref}'s {count} "
+                              "replicas blocks every voluntary disruption")
+                    return
 
 
 # --- SM6xx network ------------------------------------------------------------------------
@@ -460,8 +494,13 @@ def _no_network_policy(r: Resource, ctx: Context) -> Iterator[Hit]:
 
 def _service_type(kind: str) -> Any:
     def check(r: Resource, ctx: Context) -> Iterator[Hit]:
-        if str(as_dict(r.obj.get("spec")).get("type", "")) == kind:
-            yield Hit("spec.type", f"type {kind}")
+        spec = as_dict(r.obj.get("spec"))
+        if str(spec.get("type", "")) != kind:
+            return
+        ranges = {str(x).strip() for x in as_list(spec.get("loadBalancerSourceRanges"))}
+        if kind == "LoadBalancer" and ranges and not ranges & {"0.0.0.0/0", "::/0"}:
+            return  # reachable only from the listed ranges, as the remediation asks
+        yield Hit("spec.type", f"type {kind}")
     return check
 
 
@@ -507,15 +546,15 @@ def _configmap_secret(r: Resource, ctx: Context) -> Iterator[Hit]:
     for key, value in sorted(as_dict(r.obj.get("data")).items()):
         text = "" if value is None else str(value)
         leak = leaks.find_in_text(text) if "\n" in text.strip() else leaks.find_in_value(str(key), text)
-        if leak is None and "\n" not in text.strip() and leaks.is_secret_name(str(key)) and leaks.looks_random(text):
+        if leak is None and "\n" not in text.strip() and leaks.is_secret_name(str(key)) and leaks.looks_random(text) \
+                and not leaks.is_placeholder(text):
             leak = leaks.Leak("random-looking value", leaks.mask(text))
         if leak is not None:
             yield Hit(f"data.{key}", f"{key}: {leak.kind}", None, leak.masked)
 
 
 def _secret_with_data(r: Resource, ctx: Context) -> Iterator[Hit]:
-    if str(r.obj.get("type", "")) == "kubernetes.io/service-account-token":
-        return
+    # (a service-account-token Secret as written has no data: the controller fills it in)
     for field in ("data", "stringData"):
         values = as_dict(r.obj.get(field))
         filled = sorted(k for k, v in values.items() if v not in (None, ""))
@@ -554,11 +593,16 @@ def _secret_elsewhere(r: Resource, ctx: Context) -> Iterator[Hit]:
                             break
             if leak is not None:
                 yield Hit(f"{c.path}.{field}", leak.kind, c.name, leak.masked)
-    for field in ("annotations", "labels"):
-        for key, value in sorted(as_dict(r.metadata.get(field)).items()):
-            leak = leaks.find_token(str(value))
-            if leak is not None:
-                yield Hit(f"metadata.{field}.{key}", leak.kind, None, leak.masked)
+    places = [("metadata", r.metadata)]
+    pod = _pod(r)
+    if pod is not None and r.kind != "Pod":
+        places.append((f"{pod.path.rsplit('.spec', 1)[0]}.metadata", pod.template_metadata))
+    for prefix, metadata in places:
+        for field in ("annotations", "labels"):
+            for key, value in sorted(as_dict(metadata.get(field)).items()):
+                leak = leaks.find_token(str(value))
+                if leak is not None:
+                    yield Hit(f"{prefix}.{field}.{key}", leak.kind, None, leak.masked)
 
 
 # --- SM8xx RBAC ---------------------------------------------------------------------------
@@ -583,11 +627,20 @@ def _cluster_admin(r: Resource, ctx: Context) -> Iterator[Hit]:
         yield Hit("roleRef.name", "binds cluster-admin")
 
 
+def _covers(rule: dict[str, Any], *resources: str) -> bool:
+    """The rule grants on one of `resources` (core group), wildcards included: `*` is every
+    resource of its groups, subresources too; `pods/*` is every subresource of pods."""
+    granted = {str(x) for x in as_list(rule.get("resources"))}
+    groups = {str(x) for x in as_list(rule.get("apiGroups"))}
+    if "*" in granted and groups & {"", "*"}:
+        return True
+    return any(res in granted or f"{res.partition('/')[0]}/*" in granted for res in resources)
+
+
 def _secret_read(r: Resource, ctx: Context) -> Iterator[Hit]:
     for i, rule in _rules_of(r):
-        resources = [str(x) for x in as_list(rule.get("resources"))]
         verbs = {str(x) for x in as_list(rule.get("verbs"))}
-        if "secrets" not in resources or as_list(rule.get("resourceNames")):
+        if not _covers(rule, "secrets") or as_list(rule.get("resourceNames")):
             continue
         broad = {"list", "watch", "*"} if r.kind == "Role" else {"get", "list", "watch", "*"}
         if verbs & broad:
@@ -597,14 +650,22 @@ def _secret_read(r: Resource, ctx: Context) -> Iterator[Hit]:
 
 def _escalation_verbs(r: Resource, ctx: Context) -> Iterator[Hit]:
     for i, rule in _rules_of(r):
-        verbs = {str(x) for x in as_list(rule.get("verbs"))} & {"escalate", "bind", "impersonate"}
+        granted = {str(x) for x in as_list(rule.get("verbs"))}
+        verbs = granted & {"escalate", "bind", "impersonate"}
         if verbs:
             yield Hit(f"rules[{i}].verbs", ", ".join(sorted(verbs)))
+            continue
+        resources = {str(x) for x in as_list(rule.get("resources"))}
+        groups = {str(x) for x in as_list(rule.get("apiGroups"))}
+        every = "*" in resources and bool(groups & {"*", "", "rbac.authorization.k8s.io"})
+        if "*" in granted and (every or resources & {"roles", "clusterroles", "users", "groups", "serviceaccounts"}):
+            yield Hit(f"rules[{i}].verbs", "* (escalate, bind or impersonate included)")
 
 
 def _pod_exec(r: Resource, ctx: Context) -> Iterator[Hit]:
+    dangerous = ("pods/exec", "pods/attach", "nodes/proxy")
     for i, rule in _rules_of(r):
-        resources = {str(x) for x in as_list(rule.get("resources"))} & {"pods/exec", "pods/attach", "nodes/proxy"}
+        resources = {res for res in dangerous if _covers(rule, res)}
         verbs = {str(x) for x in as_list(rule.get("verbs"))}
         if resources and verbs & {"create", "get", "*"}:
             yield Hit(f"rules[{i}].resources", ", ".join(sorted(resources)))
