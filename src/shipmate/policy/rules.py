@@ -577,16 +577,19 @@ def _secret_as_env(r: Resource, ctx: Context) -> Iterator[Hit]:
 def _secret_elsewhere(r: Resource, ctx: Context) -> Iterator[Hit]:
     for _, c in _each_container(r):
         for field in ("command", "args"):
-            words = [str(x) for x in as_list(c.spec.get(field))]
-            leak = leaks.find_in_text("\n".join(words)) if words else None
+            args = [str(x) for x in as_list(c.spec.get(field))]
+            leak = leaks.find_in_text("\n".join(args)) if args else None
             if leak is None:
+                # word by word, also inside a shell string (`sh -c "tool --password x"`)
+                words = [word for arg in args for word in arg.split()]
                 for i, word in enumerate(words):
                     flag, _, value = word.partition("=")
                     if value and leaks.is_secret_name(flag.lstrip("-")) and not leaks.is_placeholder(value) \
                             and len(value) >= 4:
                         leak = leaks.Leak(f"{flag} on the command line", leaks.mask(value))
                         break
-                    if i + 1 < len(words) and word.startswith("--") and leaks.is_secret_name(word.lstrip("-")):
+                    if i + 1 < len(words) and not value and word.startswith("--") \
+                            and leaks.is_secret_name(word.lstrip("-")):
                         nxt = words[i + 1]
                         if not nxt.startswith("-") and not leaks.is_placeholder(nxt) and len(nxt) >= 4:
                             leak = leaks.Leak(f"{word} on the command line", leaks.mask(nxt))
