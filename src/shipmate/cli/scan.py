@@ -12,7 +12,6 @@ import click
 
 from shipmate.cli.app import Application
 from shipmate.errors import CheckFailed, Location, SpecError, UsageError
-from shipmate.files import atomic_write
 from shipmate.policy import report
 from shipmate.policy.engine import ScanResult, default_settings, scan
 from shipmate.policy.models import Finding, Resource, Settings, Severity
@@ -59,6 +58,8 @@ def _read_baseline(path: Path) -> set[str]:
 
 
 def _write_baseline(path: Path, result: ScanResult) -> None:
+    from shipmate.files import atomic_write
+
     items = sorted(({"fingerprint": f.fingerprint, "rule": f.rule, "resource": f.resource, "path": f.path}
                     for f in result.findings), key=lambda d: (d["resource"], d["rule"], d["path"]))
     atomic_write(path, json.dumps({"version": 1, "findings": items}, indent=2, sort_keys=True) + "\n")
@@ -149,6 +150,8 @@ def command(app: Application, paths: tuple[str, ...], environments: tuple[str, .
         prefix = "" if notice.message.startswith("warning:") else "notice: "
         app.info(f"{prefix}{notice.file}: {notice.message}")
     if report_file is not None:
+        from shipmate.files import atomic_write
+
         atomic_write(report_file, text)
         app.info(f"wrote {form} report to {report_file}")
     elif form == "text":
