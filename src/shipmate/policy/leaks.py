@@ -33,9 +33,10 @@ TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compil
 _URL_PASSWORD = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([^\s:/@]*):([^\s@/]+)@[^\s]+")
 # A whole value that is a URL (jdbc:postgresql://... too): authority, then path, query and fragment.
 _URL = re.compile(r"(?i)^[a-z][a-z0-9+.-]*(?::[a-z][a-z0-9+.-]*)?://([^/?#\s]*)([^?#\s]*)(?:\?([^#\s]*))?(?:#\S*)?$")
+# key = value or key: value, the value on the same line (`token:` opening a nested block is not one)
 _ASSIGNMENT = re.compile(
     r"(?im)^\s*[\"']?([A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|private[_-]?key"
-    r"|client[_-]?secret|access[_-]?key)[A-Za-z0-9_.-]*)[\"']?\s*[:=]\s*[\"']?([^\s\"',#]+)"
+    r"|client[_-]?secret|access[_-]?key)[A-Za-z0-9_.-]*)[\"']?[ \t]*[:=][ \t]*[\"']?([^\s\"',#]+)"
 )
 SECRET_NAME = re.compile(
     r"(?i)(pass(word|wd|phrase)?|pwd|secret|token|api[_-]?key|apikey|private[_-]?key|credential|"
@@ -128,8 +129,9 @@ def _plain_url(text: str) -> bool:
 
 def is_secret_name(name: str) -> bool:
     """A key or variable name that says it holds a secret (PASSWORD, API_KEY, db-url, ...),
-    and not one that only names or points at a secret (SECRET_NAME, TOKEN_FILE, ...)."""
-    return bool(SECRET_NAME.search(name)) and not _NOT_A_SECRET_NAME.search(name)
+    and not one that only names or points at a secret (SECRET_NAME, TOKEN_FILE, secretKeyRef, ...)."""
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)  # passwordFile reads as password_File
+    return bool(SECRET_NAME.search(name)) and not _NOT_A_SECRET_NAME.search(snake)
 
 
 def _looks_random(value: str) -> bool:
