@@ -39,6 +39,7 @@ unit: $(STAMP)
 ## bench: the benchmarks; they write benchmarks/RESULTS.md
 bench: $(STAMP)
 	$(PY) benchmarks/render.py
+	$(PY) benchmarks/scan.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
