@@ -15,15 +15,17 @@ from pathlib import Path
 MARKER = ".shipmate-files"
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to `path` through a temporary file and a rename."""
+def atomic_write(path: Path, text: str, mode: int = 0o644, *, sync: bool = True) -> None:
+    """Write `text` to `path` through a temporary file and a rename (flushed to disk first
+    unless `sync` is false, for a caller that syncs a whole batch once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -60,8 +62,13 @@ def write_tree(root: Path, files: dict[str, str]) -> tuple[int, int]:
         target = root / rel
         if target.is_file() and target.read_text(encoding="utf-8") == text:
             continue
-        atomic_write(target, text)
+        try:
+            atomic_write(target, text, sync=False)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
         written += 1
+    if written:
+        os.sync()  # one flush for the batch: thousands of fsyncs cost seconds
     removed = 0
     for rel in sorted(_previous(root) - set(files)):
         stale = root / rel

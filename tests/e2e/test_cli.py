@@ -459,3 +459,18 @@ def test_console_script_runs_in_a_real_process(workdir: Path) -> None:
     check = run("render", "--out", "deploy", "--check")
     assert check.returncode == 1
     assert check.stdout.startswith("--- a/dev.yaml\n+++ b/dev.yaml\n")
+
+
+def test_output_json_may_follow_the_command(cli: Cli, project: Path) -> None:
+    for argv in (("plan", "--env", "prod", "--output", "json"), ("validate", "-o", "json")):
+        code, out, err = cli(*argv)
+        assert (code, err) == (0, "")
+        assert isinstance(json.loads(out), dict)
+
+
+def test_an_output_path_that_cannot_be_written_is_bad_input(cli: Cli, project: Path, workdir: Path) -> None:
+    (workdir / "deploy" / "prod.yaml").mkdir(parents=True)
+    code, out, err = cli("render", "--out", "deploy")
+    assert code == 2
+    assert err == "error: deploy/prod.yaml: cannot write the rendered files: Is a directory; choose another --out\n"
+    assert not list(workdir.glob("shipmate-crash-*"))

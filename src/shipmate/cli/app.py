@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
 
 from shipmate.errors import ShipmateError, UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,3 +67,15 @@ class Application:
 
     def abort(self, error: ShipmateError) -> NoReturn:
         raise error
+
+
+def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Application).output = value
+
+
+def output_option(command: F) -> F:
+    """`--output text|json` on a command too (the global option, given after the command)."""
+    return click.option("--output", "-o", "output", type=click.Choice(["text", "json"]), default=None,
+                        expose_value=False, callback=_set_output, is_eager=True,
+                        help="Output format (same as the global --output).")(command)

@@ -6,13 +6,14 @@ import dataclasses
 
 import click
 
-from shipmate.cli.app import Application
+from shipmate.cli.app import Application, output_option
 from shipmate.plan.models import Plan
 from shipmate.plan.plan import resolve
 from shipmate.spec.values import format_duration
 
 
 @click.command("plan")
+@output_option
 @click.option("--env", "-e", "environment", required=True, show_envvar=True, help="The environment.")
 @click.pass_obj
 def command(app: Application, environment: str) -> None:

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from shipmate.cli.app import Application
-from shipmate.errors import CheckFailed
+from shipmate.cli.app import Application, output_option
+from shipmate.errors import CheckFailed, UsageError
 from shipmate.files import check_tree, write_tree
 from shipmate.render.formats import FORMATS, build
 from shipmate.render.kit import build_kit
 
 
 @click.command("render")
+@output_option
 @click.option("--env", "-e", "environments", multiple=True, show_envvar=True,
               help="Environment to render (repeat for several); default all.")
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, "all"]), default="manifests",
@@ -45,7 +46,11 @@ def command(app: Application, environments: tuple[str, ...], fmt: str, out: Path
         if not app.json:
             app.info(f"up to date: {len(files)} files under {out}")
         return
-    written, removed = write_tree(out, files)
+    try:
+        written, removed = write_tree(out, files)
+    except OSError as exc:
+        where = exc.filename or out
+        raise UsageError(f"{where}: cannot write the rendered files: {exc.strerror}; choose another --out") from None
     if app.json:
         app.print_json({"out": str(out), "files": sorted(files), "written": written, "removed": removed})
         return

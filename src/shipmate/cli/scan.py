@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from shipmate.cli.app import Application
+from shipmate.cli.app import Application, output_option
 from shipmate.errors import CheckFailed, Location, SpecError, UsageError
 from shipmate.policy import report
 from shipmate.policy.engine import ScanResult, default_settings, scan
@@ -66,6 +66,7 @@ def _write_baseline(path: Path, result: ScanResult) -> None:
 
 
 @click.command("scan")
+@output_option
 @click.argument("paths", nargs=-1)
 @click.option("--env", "-e", "environments", multiple=True, show_envvar=True,
               help="Environment: rules per environment in the policy; which environments of a shipmate.yaml.")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from shipmate.cli.app import Application
+from shipmate.cli.app import Application, output_option
 from shipmate.render.kit import build_kit
 
 
 @click.command("validate")
+@output_option
 @click.pass_obj
 def command(app: Application) -> None:
     """Check the spec: syntax, types, references, and every environment's plan."""

@@ -13,4 +13,4 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a whole shipmate.yaml, keys as written in the file."""
     schema = AppSpec.model_json_schema(by_alias=True, mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
-            "title": "shipmate.yaml", **schema}
+            **schema, "title": "shipmate.yaml"}
