@@ -130,6 +130,13 @@ CASES = [
     Case("generic-addon-without-image",
          edit("  db: {kind: postgres}\n", "  db: {kind: postgres}\n  chroma: {kind: generic, port: 8000}\n"),
          12, 3, "a generic addon needs an image and a port", "addons.chroma"),
+    Case("writable-not-absolute",
+         edit("  db: {kind: postgres}\n",
+              "  db: {kind: postgres}\n  chroma: {kind: generic, image: acme/chroma:1, port: 8000, "
+              "writable: [/data/x, cache]}\n"),
+         12, 81, "'cache' must be an absolute directory path", "addons.chroma.writable[1]"),
+    Case("writable-of-a-built-in-kind", edit("{kind: postgres}", "{kind: postgres, writable: [/run/x]}"),
+         11, 24, "writable is for kind: generic addons", "addons.db.writable"),
     # --- wrong types ---------------------------------------------------------------------------
     Case("replicas-not-a-number", service("    replicas: many\n"), 10, 5, "valid integer",
          "services.api.replicas"),

@@ -71,10 +71,12 @@ class ExposurePlan:
 
 @dataclass(frozen=True)
 class Peer:
-    """Another workload this one talks to (or is talked to by), with the ports involved."""
+    """Another workload this one talks to (or is talked to by), with the ports involved;
+    `external` for an addon run outside the cluster (reached by address, not by pod labels)."""
 
     name: str
     ports: tuple[int, ...]
+    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ class AddonPlan:
     run_as_user: int
     config: tuple[tuple[str, str], ...]
     users: tuple[str, ...]
+    writable: tuple[str, ...] = ()  # more writable directories (generic addons), beyond the kind's own
 
     @property
     def password_secret(self) -> str:

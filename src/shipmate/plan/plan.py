@@ -57,8 +57,7 @@ def resolve(app: spec.AppSpec, environment: str) -> Plan:
                         path="environments")
     strategy = _strategy(app, env.strategy)
     addons = tuple(_addon(name, app.addons[name], app) for name in sorted(app.addons))
-    addon_ports = {a.name: a.port for a in addons}
-    workloads = tuple(_workload(name, app, strategy, addon_ports) for name in sorted(app.services))
+    workloads = tuple(_workload(name, app, strategy, addons) for name in sorted(app.services))
     gitops = env.gitops
     return Plan(
         app=app.app.name,
@@ -177,7 +176,7 @@ def _config_value(value: spec.ConfigValue) -> str:
     return str(value)
 
 
-def _workload(name: str, app: spec.AppSpec, strategy: StrategyPlan, addon_ports: dict[str, int]) -> Workload:
+def _workload(name: str, app: spec.AppSpec, strategy: StrategyPlan, addons: tuple[AddonPlan, ...]) -> Workload:
     svc = app.services[name]
     where = f"services.{name}"
     ports = tuple(PortPlan(p.name, p.port, p.protocol) for p in svc.ports)
@@ -188,7 +187,8 @@ def _workload(name: str, app: spec.AppSpec, strategy: StrategyPlan, addon_ports:
                     env=u.env or u.secret.upper().replace("-", "_"))
         for u in sorted(svc.secrets, key=lambda u: u.secret)
     )
-    egress = [Peer(a, (addon_ports[a],)) for a in sorted(set(svc.uses))]
+    by_name = {a.name: a for a in addons}
+    egress = [Peer(a, (by_name[a].port,), external=by_name[a].external) for a in sorted(set(svc.uses))]
     egress += [Peer(c, tuple(sorted(p.port for p in app.services[c].ports))) for c in sorted(set(svc.calls))]
     callers = sorted(other for other, o in app.services.items() if name in o.calls)
     ingress_from = tuple(Peer(c, tuple(sorted(p.port for p in ports))) for c in callers if ports)
@@ -261,7 +261,7 @@ def _addon(name: str, addon: spec.Addon, app: spec.AppSpec) -> AddonPlan:
         name=name, kind=addon.kind, image=image, port=port, storage=addon.storage,
         databases=tuple(addon.databases), external=addon.external, resources=_resources(addon.resources),
         run_as_user=uid, config=tuple(sorted((k, _config_value(v)) for k, v in addon.config.items())),
-        users=users,
+        users=users, writable=tuple(addon.writable),
     )
 
 

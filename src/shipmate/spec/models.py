@@ -12,6 +12,7 @@ by `shipmate.plan` and by the JSON Schema export. Pure: no I/O.
 from __future__ import annotations
 
 import difflib
+import posixpath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -294,11 +295,28 @@ class Addon(Model):
         limits=ResourceAmounts(cpu="1", memory="1Gi"),
     )
     config: dict[EnvName, ConfigValue] = Field(default_factory=dict)
+    writable: list[str] = Field(
+        default_factory=list,
+        description="kind: generic only: more directories the image writes (besides /data and /tmp), "
+                    "each an emptyDir under a read-only root file system")
 
     @model_validator(mode="after")
-    def _generic_needs_image(self) -> Addon:
+    def _consistent(self) -> Addon:
         if self.kind == "generic" and (self.image is None or self.port is None):
             raise ValueError("a generic addon needs an image and a port")
+        if self.writable and self.kind != "generic":
+            raise _within(("writable",), f"writable is for kind: generic addons; kind: {self.kind} "
+                                         "already has the directories it writes")
+        seen: set[str] = set()
+        for i, path in enumerate(self.writable):
+            if not path.startswith("/") or path == "/" or "//" in path or posixpath.normpath(path) != path:
+                raise _within(("writable", i), f"{path!r} must be an absolute directory path, "
+                                               "without '..', '.', '//' or a trailing '/' (e.g. /var/cache/app)")
+            if path in ("/data", "/tmp"):  # noqa: S108 - paths inside the container
+                raise _within(("writable", i), f"{path} is always writable (the data volume or a /tmp emptyDir)")
+            if path in seen:
+                raise _within(("writable", i), f"{path} is listed twice")
+            seen.add(path)
         return self
 
 
