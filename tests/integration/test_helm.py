@@ -5,7 +5,8 @@ For every example and environment: write the chart, render it with `values-<env>
 of truth. Also: helm lint finds no errors, values.schema.json accepts every values file, the output
 is deterministic and the templates really are templates. A spec written here covers what the
 examples may not (StatefulSet and DaemonSet services, exec probes, Gateway API, External Secrets,
-env secrets, config files, more addon kinds).
+env secrets, config files, more addon kinds, writable directories of a generic addon, RabbitMQ's
+user, external addons that are used and backed up, alone or beside in-cluster ones).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ services:
     secrets: [{secret: token, delivery: env}]
 addons:
   db: {kind: mysql, databases: [app], config: {MYSQL_CHARSET: utf8mb4}}
-  cache: {kind: generic, image: docker.io/acme/cache:2, port: 11211}
+  cache: {kind: generic, image: docker.io/acme/cache:2, port: 11211, writable: [/var/cache/app, /run/app]}
   queue: {kind: rabbitmq, external: true}
   mq: {kind: rabbitmq}
 secrets:
@@ -105,6 +106,10 @@ environments:
     overrides:
       services:
         web: {autoscaling: {minReplicas: 2, maxReplicas: 5, cpu: 60, memory: 70}}
+      addons:
+        db: {external: true}
+        mq: {config: {RABBITMQ_DEFAULT_USER: broker}}
+        cache: {writable: [/srv/cache]}
   production:
     cluster: {namespace: coverage}
     secretStore: aws

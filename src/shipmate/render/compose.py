@@ -29,7 +29,7 @@ from typing import Any
 from shipmate.plan.models import AddonPlan, Plan, ProbePlan, ResourcesPlan, Workload
 from shipmate.render import images
 from shipmate.render.kit import Kit
-from shipmate.render.objects import RUN_AS
+from shipmate.render.objects import RUN_AS, rabbitmq_user
 from shipmate.render.yamlio import dump
 from shipmate.spec.values import cpu_millis, memory_bytes
 
@@ -233,13 +233,14 @@ def _addon(a: AddonPlan, ports: dict[tuple[str, int], int]) -> Obj:
         command = ["sh", "-c", f"exec nats-server --jetstream --store_dir {kind.data} --port {a.port} "
                                f'--http_port {NATS_MONITOR_PORT} --auth "$(cat {password})"']
     elif a.kind == "rabbitmq":
+        environment["RABBITMQ_DEFAULT_USER"] = rabbitmq_user(a)
         command = ["sh", "-c", f'RABBITMQ_DEFAULT_PASS="$(cat {password})" exec docker-entrypoint.sh rabbitmq-server']
     service: Obj = {
         "image": a.image,
         "restart": "unless-stopped",
         "user": f"{a.run_as_user}:{a.run_as_user}",
         "read_only": True,
-        "tmpfs": [TMP, *kind.writable],
+        "tmpfs": [TMP, *kind.writable, *a.writable],
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
         "ports": [f"127.0.0.1:{ports[(a.name, a.port)]}:{a.port}"],

@@ -189,7 +189,7 @@ def _service(w: Workload) -> Values:
         "secrets": [{"secret": s.secret, "delivery": s.delivery, "file": s.file, "env": s.env}
                     for s in w.secrets],
         "secretsDir": w.secrets_dir,
-        "egress": [{"name": p.name, "ports": sorted(set(p.ports))} for p in w.egress],
+        "egress": [{"name": p.name, "ports": sorted(set(p.ports)), "external": p.external} for p in w.egress],
         "ingressFrom": [{"name": p.name, "ports": sorted(set(p.ports))} for p in w.ingress_from],
         "expose": None if w.expose is None else {
             "host": w.expose.host, "path": w.expose.path, "port": w.expose.port, "tls": w.expose.tls,
@@ -234,6 +234,7 @@ def _addon(a: AddonPlan) -> Values:
         "runAsUser": a.run_as_user,
         "config": dict(a.config),
         "users": list(a.users),
+        "writable": list(a.writable),
     }
 
 
@@ -303,7 +304,7 @@ def schema() -> Values:
     probe = _obj({"check": _t("string", enum=["http", "tcp", "exec"]), "path": STR, "port": PORT,
                   "command": STRS, "initialDelaySeconds": INT, "periodSeconds": INT, "timeoutSeconds": INT,
                   "failureThreshold": INT, "successThreshold": INT})
-    peer = _obj({"name": NAME, "ports": PORTS})
+    peer = _obj({"name": NAME, "ports": PORTS, "external": BOOL})
     service = _obj({
         "kind": _t("string", enum=["Deployment", "StatefulSet", "DaemonSet"]),
         "image": _obj({"repository": STR, "tag": STR, "digest": STR}),
@@ -332,6 +333,7 @@ def schema() -> Values:
         "kind": _t("string", enum=["postgres", "mysql", "redis", "nats", "rabbitmq", "generic"]),
         "image": STR, "port": PORT, "storage": STR, "databases": STRS, "external": BOOL,
         "resources": resources, "runAsUser": INT, "config": _map(STR), "users": _t("array", items=NAME),
+        "writable": STRS,
     })
     backup = _obj({"addon": NAME, "type": _t("string", enum=["pitr", "full", "logical"]), "schedule": STR,
                    "tables": STRS, "store": STR})

@@ -124,6 +124,14 @@ exec:
       {{- include "shipmate.selectorLabels" . | nindent 6 }}
 {{- end -}}
 
+{{/* Peers anywhere, IPv4 or IPv6: an external addon, which no pod label selects. */}}
+{{- define "shipmate.anywhere" -}}
+- ipBlock:
+    cidr: "0.0.0.0/0"
+- ipBlock:
+    cidr: "::/0"
+{{- end -}}
+
 {{/* A peer selected by namespace. Context: the namespace name. */}}
 {{- define "shipmate.namespacePeer" -}}
 - namespaceSelector:
@@ -397,7 +405,11 @@ spec:
   egress:
     {{- range $egress }}
     - to:
+        {{- if .external }}
+        {{- include "shipmate.anywhere" . | nindent 8 }}
+        {{- else }}
         {{- include "shipmate.podPeer" (dict "root" $ "name" .name) | nindent 8 }}
+        {{- end }}
       ports:
         {{- include "shipmate.tcpPorts" .ports | nindent 8 }}
     {{- end }}
@@ -447,14 +459,17 @@ spec:
   egress: []
 {{- end }}
 {{- end }}
-{{- $ports := dict }}
+{{- /* Backup jobs: the ports of the addons they back up, in the cluster and outside it. */}}
+{{- $inside := dict }}
+{{- $outside := dict }}
 {{- range $v.backups }}
 {{- if . }}
 {{- $addon := get $v.addons .addon }}
-{{- $_ := set $ports (printf "%05d" ($addon.port | int)) true }}
+{{- $port := printf "%05d" ($addon.port | int) }}
+{{- if $addon.external }}{{ $_ := set $outside $port true }}{{ else }}{{ $_ := set $inside $port true }}{{ end }}
 {{- end }}
 {{- end }}
-{{- if $ports }}
+{{- if or $inside $outside }}
 {{- $name := printf "%s-backup" $v.app.name }}
 {{- $labels := dict "root" $ "name" $name "component" "backup" "version" $v.backupImage.tag }}
 ---
@@ -473,16 +488,27 @@ spec:
   policyTypes: [Ingress, Egress]
   ingress: []
   egress:
+    {{- if $inside }}
     - to:
         - podSelector:
             matchLabels:
               app.kubernetes.io/instance: {{ include "shipmate.instance" $ | quote }}
               app.kubernetes.io/component: addon
       ports:
-        {{- range keys $ports | sortAlpha }}
+        {{- range keys $inside | sortAlpha }}
         - port: {{ atoi . }}
           protocol: TCP
         {{- end }}
+    {{- end }}
+    {{- if $outside }}
+    - to:
+        {{- include "shipmate.anywhere" . | nindent 8 }}
+      ports:
+        {{- range keys $outside | sortAlpha }}
+        - port: {{ atoi . }}
+          protocol: TCP
+        {{- end }}
+    {{- end }}
     - ports:
         - port: 443
           protocol: TCP
@@ -549,11 +575,16 @@ SECRETS = r'''{{- /* Secret delivery objects of services and addons (see _helper
       "name" $name "component" "service" "version" $svc.image.tag) }}
 {{- end }}
 {{- end }}
+{{- /* An addon's password: for its own pod, or for backup jobs when it runs outside the cluster. */}}
 {{- range $name, $addon := .Values.addons }}
-{{- if and $addon (not $addon.external) (ne $addon.kind "generic") }}
+{{- if $addon }}
+{{- $backedUp := false }}
+{{- range $.Values.backups }}{{ if and . (eq .addon $name) }}{{ $backedUp = true }}{{ end }}{{ end }}
+{{- if or (and (not $addon.external) (ne $addon.kind "generic")) (and $addon.external $backedUp) }}
 {{- $mounts := include "shipmate.addonMounts" $name | fromYamlArray }}
 {{- include "shipmate.secretDelivery" (dict "root" $ "owner" $name "mounts" $mounts
       "name" $name "component" "addon" "version" (include "shipmate.addonVersion" $addon)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 '''
@@ -794,10 +825,11 @@ data, and its password read from the secrets directory.
 {{- $paths := get $allPaths $a.kind }}
 {{- $password := printf "%s/%s-password" $secretsDir $name }}
 {{- $port := $a.port | int }}
+{{- $writable := concat $paths.writable ($a.writable | default list) }}
 {{- $mounts := dict
       $paths.data (dict "name" "data" "mountPath" $paths.data)
       "/tmp" (dict "name" "tmp" "mountPath" "/tmp") }}
-{{- range $i, $dir := $paths.writable }}
+{{- range $i, $dir := $writable }}
 {{- $_ := set $mounts $dir (dict "name" (printf "run-%d" $i) "mountPath" $dir) }}
 {{- end }}
 {{- if ne $a.kind "generic" }}
@@ -868,6 +900,8 @@ spec:
           {{- else if eq $a.kind "mysql" }}
           {{- $env = append $env (dict "name" "MYSQL_ROOT_PASSWORD_FILE" "value" $password) }}
           {{- with $a.databases }}{{ $env = append $env (dict "name" "MYSQL_DATABASE" "value" (first .)) }}{{ end }}
+          {{- else if and (eq $a.kind "rabbitmq") (not (hasKey ($a.config | default dict) "RABBITMQ_DEFAULT_USER")) }}
+          {{- $env = append $env (dict "name" "RABBITMQ_DEFAULT_USER" "value" $name) }}
           {{- end }}
           env:
             {{- toYaml $env | nindent 12 }}
@@ -903,7 +937,7 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 256Mi
-        {{- range $i, $dir := $paths.writable }}
+        {{- range $i, $dir := $writable }}
         - name: {{ printf "run-%d" $i }}
           emptyDir: {}
         {{- end }}

@@ -10,6 +10,10 @@ account token unless asked, probes, requests and limits, RollingUpdate 25%/0 unl
 and a PDB where they apply, default-deny NetworkPolicy plus only the allows the plan implies,
 secrets as files from the Secrets Store CSI driver or External Secrets (a plain Secret is for
 dev), and config (never a secret) in ConfigMaps.
+
+An external addon (`external: true`, a managed database) has no pods here: the egress to it is
+allowed on its port to any address (it has no labels to select), and its password is still
+delivered when a backup job needs it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ API_VERSION = {
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
 CSI_DRIVER = "secrets-store.csi.k8s.io"
+# Where an external addon may be: anywhere outside the cluster, on IPv4 or IPv6 (a managed
+# database's endpoint may resolve to either in a dual-stack network).
+ANYWHERE = ("0.0.0.0/0", "::/0")
 SUPPRESS_PREFIX = "ignore.shipmate.dev/"
 SINGLE_ADDON_REASON = ("a single-instance addon, protected by its backups; for high availability use a managed "
                        "database (external: true)")
@@ -96,6 +103,8 @@ def render(plan: Plan) -> list[Obj]:
     for addon in plan.addons:
         if not addon.external:
             objects.extend(_addon_objects(plan, addon))
+        elif backed_up(plan, addon.name):
+            objects.extend(_secret_delivery(plan, addon.name, _addon_labels(plan, addon), _password_mounts(addon)))
     if plan.backups:
         objects.append(_backup_network_policy(plan))
         objects.extend(_backup_cronjob(plan, b) for b in plan.backups)
@@ -145,6 +154,10 @@ def _from_namespace(namespace: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
 
 
+def _anywhere() -> list[dict[str, Any]]:
+    return [{"ipBlock": {"cidr": cidr}} for cidr in ANYWHERE]
+
+
 def _tcp(ports: tuple[int, ...] | list[int]) -> list[dict[str, Any]]:
     return [{"port": p, "protocol": "TCP"} for p in sorted(set(ports))]
 
@@ -157,7 +170,8 @@ def _workload_network_policy(plan: Plan, w: Workload) -> Obj:
         ingress.append({"from": [_from_namespace(plan.ingress_namespace)], "ports": _tcp([w.expose.port])})
     if w.metrics_port is not None:
         ingress.append({"from": [_from_namespace(plan.monitoring_namespace)], "ports": _tcp([w.metrics_port])})
-    egress = [{"to": [_pods(plan, peer.name)], "ports": _tcp(peer.ports)} for peer in w.egress if peer.ports]
+    egress = [{"to": _anywhere() if peer.external else [_pods(plan, peer.name)], "ports": _tcp(peer.ports)}
+              for peer in w.egress if peer.ports]
     spec: dict[str, Any] = {"podSelector": {"matchLabels": selector(plan, w.name)},
                             "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress}
     return _obj("NetworkPolicy", w.name, plan, labels(plan, w.name, "service", w.tag), spec=spec)
@@ -475,6 +489,29 @@ _ADDON_PATHS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+def addon_writable(a: AddonPlan) -> tuple[str, ...]:
+    """The directories an addon writes besides its data and /tmp: its kind's, then the spec's."""
+    return (*_ADDON_PATHS[a.kind][1], *a.writable)
+
+
+def rabbitmq_user(a: AddonPlan) -> str:
+    """The user a RabbitMQ addon creates on first start (its password is the addon's password):
+    the addon's name, unless its config sets RABBITMQ_DEFAULT_USER."""
+    return dict(a.config).get("RABBITMQ_DEFAULT_USER", a.name)
+
+
+def backed_up(plan: Plan, addon: str) -> bool:
+    return any(b.addon == addon for b in plan.backups)
+
+
+def _password_mounts(a: AddonPlan) -> tuple[SecretMount, ...]:
+    return (SecretMount(a.password_secret, "file", a.password_secret, ""),)
+
+
+def _addon_labels(plan: Plan, a: AddonPlan) -> dict[str, str]:
+    return labels(plan, a.name, "addon", a.image.rsplit(":", 1)[-1] if ":" in a.image else None)
+
+
 def _addon_container(plan: Plan, a: AddonPlan, secrets_dir: str) -> dict[str, Any]:
     password = f"{secrets_dir}/{a.password_secret}"
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in a.config]
@@ -494,12 +531,15 @@ def _addon_container(plan: Plan, a: AddonPlan, secrets_dir: str) -> dict[str, An
         command = ["sh", "-c", f'exec nats-server --jetstream --store_dir /data --port {a.port} '
                    f'--auth "$(cat {password})"']
     elif a.kind == "rabbitmq":
+        # the image's `guest` user may only log in from localhost, so services get a user of their own
+        if "RABBITMQ_DEFAULT_USER" not in dict(a.config):
+            env.append({"name": "RABBITMQ_DEFAULT_USER", "value": rabbitmq_user(a)})
         command = ["sh", "-c", f'RABBITMQ_DEFAULT_PASS="$(cat {password})" exec docker-entrypoint.sh '
                    "rabbitmq-server"]
-    data_dir, writable = _ADDON_PATHS[a.kind]
+    data_dir = _ADDON_PATHS[a.kind][0]
     mounts: list[dict[str, Any]] = [{"name": "data", "mountPath": data_dir},
                                     {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
-    mounts += [{"name": f"run-{i}", "mountPath": d} for i, d in enumerate(writable)]
+    mounts += [{"name": f"run-{i}", "mountPath": d} for i, d in enumerate(addon_writable(a))]
     if a.kind != "generic":
         mounts.append({"name": "secrets", "mountPath": secrets_dir, "readOnly": True})
     # liveness is slower to give up than readiness, so a busy database is taken out of traffic
@@ -525,22 +565,21 @@ def _addon_container(plan: Plan, a: AddonPlan, secrets_dir: str) -> dict[str, An
 
 
 def _addon_objects(plan: Plan, a: AddonPlan) -> list[Obj]:
-    meta = labels(plan, a.name, "addon", a.image.rsplit(":", 1)[-1] if ":" in a.image else None)
+    meta = _addon_labels(plan, a)
     secrets_dir = "/var/run/secrets/shipmate"
-    mounts = () if a.kind == "generic" else (SecretMount(a.password_secret, "file", a.password_secret, ""),)
+    mounts = () if a.kind == "generic" else _password_mounts(a)
     out: list[Obj] = list(_secret_delivery(plan, a.name, meta, mounts))
     out.append(_service(plan, a.name, meta, [("main", a.port)], headless=False))
     ingress: list[dict[str, Any]] = [{"from": [_pods(plan, u)], "ports": _tcp([a.port])} for u in a.users]
-    if any(b.addon == a.name for b in plan.backups):
+    if backed_up(plan, a.name):
         ingress.append({"from": [{"podSelector": {"matchLabels": {
             "app.kubernetes.io/instance": plan.instance, "app.kubernetes.io/component": "backup"}}}],
             "ports": _tcp([a.port])})
     out.append(_obj("NetworkPolicy", a.name, plan, meta, spec={
         "podSelector": {"matchLabels": selector(plan, a.name)}, "policyTypes": ["Ingress", "Egress"],
         "ingress": ingress, "egress": []}))
-    _, writable = _ADDON_PATHS[a.kind]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
-    volumes += [{"name": f"run-{i}", "emptyDir": {}} for i, _ in enumerate(writable)]
+    volumes += [{"name": f"run-{i}", "emptyDir": {}} for i, _ in enumerate(addon_writable(a))]
     if mounts:
         volumes.append(_secret_volume(plan, a.name, mounts))
     pod_spec = {
@@ -573,18 +612,25 @@ def _backup_labels(plan: Plan, name: str) -> dict[str, str]:
 
 
 def _backup_network_policy(plan: Plan) -> Obj:
-    ports = sorted({a.port for a in plan.addons if any(b.addon == a.name for b in plan.backups)})
+    """Backup jobs reach the addons they back up (their pods, or anywhere for external ones) and
+    object stores over HTTPS."""
+    backed = [a for a in plan.addons if backed_up(plan, a.name)]
+    inside = [a.port for a in backed if not a.external]
+    outside = [a.port for a in backed if a.external]
+    egress: list[dict[str, Any]] = []
+    if inside:
+        egress.append({"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": plan.instance,
+                                                                "app.kubernetes.io/component": "addon"}}}],
+                       "ports": _tcp(inside)})
+    if outside:
+        egress.append({"to": _anywhere(), "ports": _tcp(outside)})
+    egress.append({"ports": _tcp([443])})
     return _obj("NetworkPolicy", f"{plan.app}-backup", plan, _backup_labels(plan, f"{plan.app}-backup"), spec={
         "podSelector": {"matchLabels": {"app.kubernetes.io/instance": plan.instance,
                                         "app.kubernetes.io/component": "backup"}},
         "policyTypes": ["Ingress", "Egress"],
         "ingress": [],
-        "egress": [
-            {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": plan.instance,
-                                                      "app.kubernetes.io/component": "addon"}}}],
-             "ports": _tcp(ports)},
-            {"ports": _tcp([443])},
-        ],
+        "egress": egress,
     })
 
 
