@@ -145,6 +145,8 @@ def test_text_report_names_object_rule_line_path_and_fix(cli: Cli) -> None:
 
 
 def test_a_directory_is_walked_recursively_skipping_hidden_folders_and_other_files(cli: Cli) -> None:
+    """A folder given directly is built when it holds a kustomization; one found while walking is
+    read file by file (building every overlay of a repository would scan its bases many times)."""
     write("deploy/web.yaml", WRITABLE)
     write("deploy/jobs/cron.yml", "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly, namespace: shop}\n"
           "spec:\n  schedule: '0 1 * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n"
@@ -153,6 +155,10 @@ def test_a_directory_is_walked_recursively_skipping_hidden_folders_and_other_fil
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "shop"},
          "data": {"LOG_LEVEL": "info"}}, indent=2))
     write("deploy/.git/ignored.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: hidden}\n")
+    # build instructions for kustomize, not objects: neither counted nor a notice
+    write("deploy/jobs/deeper/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+          "kind: Kustomization\nresources: [cm.json]\n")
+    write("deploy/jobs/kustomization.yml", "resources: [cron.yml]\n")
     write("deploy/README.md", "not YAML: [\n")
     data = scan_json(cli, "deploy", code=1)  # the CronJob's container may escalate: high
     assert data["summary"]["resources"] == 4

@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - installed by the lock file
 
 _YAML_SUFFIXES = {".yaml", ".yml"}
 _KUSTOMIZATION = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+_KUSTOMIZE_API = "kustomize.config.k8s.io/"  # a Kustomization or Component: what kustomize builds from
 _LINE_IN_ERROR = re.compile(r"line (\d+)(?:,? column (\d+))?")
 # the namespace charts are rendered in: not `default`, so that a template that writes
 # `namespace: default` is told apart from one that follows the release
@@ -126,7 +127,8 @@ def _objects(data: Any, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]
         for index, item in enumerate(data["items"]):
             yield from _objects(item, f"{prefix}.items[{index}]" if prefix else f"items[{index}]")
         return
-    if isinstance(kind, str) and isinstance(data.get("apiVersion"), str):
+    api_version = data.get("apiVersion")
+    if isinstance(kind, str) and isinstance(api_version, str) and not api_version.startswith(_KUSTOMIZE_API):
         yield prefix, data
 
 
@@ -519,6 +521,8 @@ def _walk(root: Path, values_files: Sequence[Path], environments: Sequence[str],
             continue
         for name in sorted(files):
             path = here / name
+            if name in _KUSTOMIZATION:
+                continue  # build instructions, not objects: the files they list are read on their own
             if path.suffix in _YAML_SUFFIXES or path.suffix == ".json":
                 found.append(("spec" if name in ("shipmate.yaml", "shipmate.yml") else "file", path))
     charts = [path for what, path in found if what == "chart"]
