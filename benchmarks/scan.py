@@ -333,7 +333,7 @@ def bench(runs: int, corpus: Path) -> dict[str, Any]:
         view = shipmate_view(root)
         summary = json.loads(ours.output)["summary"]
         data["corpora"].append({
-            "folder": folder, "shipmate": ours, "checkov": theirs,
+            "folder": folder, "shipmate": ours, "checkov": theirs, "stages": stages(root, runs),
             "shipmate_resources": summary["resources"], "shipmate_findings": summary["findings"],
             "checkov_resources": report["summary"].get("resource_count", 0),
             "checkov_failed": len(report["results"]["failed_checks"]),
@@ -408,10 +408,10 @@ def report(data: dict[str, Any]) -> str:
                      f"{c['checkov_resources']} | {speed:,.1f}x | {'met' if speed >= GOAL else '**missed**'} |")
     lines += [
         "",
-        "Resources are each tool's own count: shipmate counts every object it read (Helm charts rendered, "
-        "Kustomize files read as files when walking a folder, `kind: Kustomization` files included); "
-        "Checkov counts the objects it parsed (it skips Helm templates that are not plain YAML, and on "
-        "prometheus-charts it reads nothing at all).",
+        "Resources are each tool's own count: shipmate counts every object it read (Helm charts rendered; "
+        "a Kustomize base or overlay found while walking a folder is read file by file, its "
+        "kustomization.yaml skipped); Checkov counts the objects it parsed (it skips Helm templates that are "
+        "not plain YAML, and reads none of prometheus-charts).",
         "",
         "### Findings on matching rules",
         "",
@@ -467,6 +467,22 @@ def report(data: dict[str, Any]) -> str:
                      + (", ".join(parts) or "none"))
     speeds = {c["folder"]: c["checkov"].wall / c["shipmate"].wall for c in corpora}
     missed = [f for f, s in speeds.items() if s < GOAL]
+    names = [*STAGES, "start and exit", "total"]
+    lines += [
+        "",
+        "### Where shipmate's time goes",
+        "",
+        "One scan per fresh process, timed stage by stage (`CHILD` in benchmarks/scan.py), median of "
+        f"{data['runs']}: the imports of `shipmate.cli.main` and `shipmate.cli.scan`; loading the native Helm "
+        "engine (`helm_python`, only when the folder holds a chart); reading (walking, rendering charts, parsing "
+        "YAML); the rules; finding each finding's line; the JSON report; and the rest of the process's wall "
+        "time (the interpreter starting and exiting). The figure for Checkov divided by 20 is the budget.",
+        "",
+        "| corpus | " + " | ".join(names) + " | Checkov / 20 |",
+        "| --- |" + " ---: |" * (len(names) + 1),
+        *(f"| {c['folder']} | " + " | ".join(_s(c["stages"][n]) for n in names)
+          + f" | {_s(c['checkov'].wall / GOAL)} |" for c in corpora),
+    ]
     lines += [
         "",
         f"Goal: at least {GOAL:.0f}x faster than Checkov on the same files: "
@@ -488,6 +504,53 @@ def replace_section(document: str, section: str, body: str) -> str:
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     kept = lines[:start] + body.rstrip("\n").splitlines() + (["", *lines[end:]] if end < len(lines) else [])
     return "\n".join(kept).rstrip("\n") + "\n"
+
+
+STAGES = ("imports", "helm engine", "read", "rules", "lines", "report")
+
+
+# one scan of sys.argv[1], timed stage by stage, run with `python -c` so that nothing but what
+# the command imports is loaded (this file's own imports would count as start-up)
+CHILD = """
+import json, sys, time
+from pathlib import Path
+marks = [time.perf_counter()]
+import shipmate.cli.main, shipmate.cli.scan
+marks.append(time.perf_counter())
+root = Path(sys.argv[1])
+if any(root.rglob("Chart.yaml")):
+    import helm_python
+marks.append(time.perf_counter())
+from shipmate.policy import report
+from shipmate.policy.engine import scan
+from shipmate.policy.models import Severity
+from shipmate.policy.sources import read_paths
+inputs = read_paths([str(root)])
+marks.append(time.perf_counter())
+result = scan(inputs.resources)
+marks.append(time.perf_counter())
+for finding in result.findings:
+    inputs.locate(finding)
+marks.append(time.perf_counter())
+report.to_json(result, Severity.HIGH)
+marks.append(time.perf_counter())
+print(json.dumps([b - a for a, b in zip(marks, marks[1:])]))
+"""
+
+
+def stages(root: Path, runs: int) -> dict[str, float]:
+    """Median seconds of each stage of a scan in a fresh process; `start and exit` is the rest of
+    the process's wall time (the interpreter starting, and exiting)."""
+    samples = []
+    for _ in range(runs):
+        wall, _, code, output = measured([sys.executable, "-c", CHILD, str(root)])
+        if code != 0:
+            raise SystemExit(f"the timed scan of {root} exited {code}")
+        figures = dict(zip(STAGES, json.loads(output), strict=True))
+        figures["start and exit"] = wall - sum(figures.values())
+        figures["total"] = wall
+        samples.append(figures)
+    return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
 
 
 def profile(root: Path) -> None:
