@@ -327,3 +327,15 @@ def test_malformed_spec_is_one_located_error_line(case: Case, tmp_path: Path,
     if case.path:
         assert rest.startswith(f"{case.path}: "), f"key path: {rest!r}"
     assert case.message in rest, f"message: {rest!r}"
+
+
+def test_backups_only_of_addons_shipmate_can_back_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "shipmate.yaml"
+    spec.write_text(BASE.replace("  db: {kind: postgres}\n", "  db: {kind: postgres}\n  q: {kind: nats}\n"
+                                 "  r: {kind: redis}\n")
+                    + "backups:\n  - {name: b, addon: q}\n  - {name: c, addon: r, type: pitr}\n")
+    assert main(["-f", str(spec), "validate"]) == 2
+    assert "backups[0].addon: addon 'q' is nats: shipmate backs up postgres, mysql and redis" in capsys.readouterr().err
+    spec.write_text(spec.read_text().replace("  - {name: b, addon: q}\n", ""))
+    assert main(["-f", str(spec), "validate"]) == 2
+    assert "backups[0].type: point-in-time recovery is for postgres" in capsys.readouterr().err

@@ -604,6 +604,13 @@ class AppSpec(Model):
         for i, backup in enumerate(self.backups):
             if backup.addon not in self.addons:
                 raise _ref_error(("backups", i, "addon"), "addon", backup.addon, self.addons)
+            kind = self.addons[backup.addon].kind
+            if kind not in ("postgres", "mysql", "redis"):
+                raise _located(("backups", i, "addon"), f"addon {backup.addon!r} is {kind}: shipmate backs up "
+                               "postgres, mysql and redis addons; back it up with its own tools")
+            if backup.type == "pitr" and kind != "postgres":
+                raise _located(("backups", i, "type"), f"point-in-time recovery is for postgres; use type: "
+                               f"full or logical for {kind}")
             if backup.name in backup_names:
                 raise _located(("backups", i, "name"), f"backup name {backup.name!r} is used twice")
             backup_names.add(backup.name)
