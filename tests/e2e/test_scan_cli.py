@@ -207,6 +207,29 @@ def test_json_files_one_object_a_stream_of_objects_and_lists(cli: Cli) -> None:
         ("Pod/shop/five", "list.json", 1), ("Pod/shop/three", "stream.json", 2)]
 
 
+@pytest.mark.parametrize("indent", [2, 4])
+def test_pretty_json_findings_are_at_their_lines(cli: Cli, monkeypatch: pytest.MonkeyPatch, indent: int) -> None:
+    items = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+              "spec": {"hostNetwork": True, "containers": [
+                  {"name": "sidecar", "image": "busybox:1.36"},
+                  {"name": "app", "image": "nginx:latest", "securityContext": {"privileged": True}}]}}
+             for name in ("one", "two")]
+    text = json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=indent)  # as kubectl -o json
+    write("pods.json", text)
+    lines = text.splitlines()
+
+    def where(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+        return [(f["rule"], f["resource"], lines[f["line"] - 1].strip()) for f in data["findings"]
+                if f["rule"] in ("SM103", "SM111", "SM201")]
+
+    expected = [(rule, f"Pod/shop/{name}", line) for name in ("one", "two") for rule, line in (
+        ("SM111", '"hostNetwork": true,'), ("SM201", '"image": "nginx:latest",'), ("SM103", '"privileged": true'))]
+    assert sorted(where(scan_json(cli, "pods.json", code=1))) == sorted(expected)
+    # the same text on stdin is read as JSON too
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    assert sorted(where(scan_json(cli, "-", code=1))) == sorted(expected)
+
+
 def test_a_yaml_list_is_expanded_and_each_item_located(cli: Cli) -> None:
     text = """\
 apiVersion: v1

@@ -155,14 +155,50 @@ def _json_documents(text: str, file: str) -> Iterator[tuple[Chunk, Any]]:
             data, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             raise SpecError(f"invalid JSON: {exc.msg}", location=Location(file, exc.lineno, exc.colno)) from None
-        yield Chunk(text[position:end], text.count("\n", 0, position) + 1), data
+        yield Chunk(_json_outline(text[position:end]), text.count("\n", 0, position) + 1), data
         position = end
+
+
+_OPENS = re.compile(r"^(\s*)\{\s*$")
+_CLOSES = re.compile(r"^\s*[\[\]}],?\s*$")  # and a line that only opens an array
+
+
+def _json_outline(text: str) -> str:
+    """Pretty-printed JSON as the block-YAML line finder can follow it, line for line: a line that
+    only opens an object in an array becomes a list item (`-`, two columns left of its keys), the
+    opening line of the value, lines that only open an array and lines that only close are blank."""
+    lines = text.split("\n")
+    out = []
+    for row, line in enumerate(lines):
+        opens = _OPENS.match(line)
+        if opens and row > 0:
+            after = next((n for n in lines[row + 1:] if n.strip() and not _CLOSES.match(n)), "")
+            indent = len(after) - len(after.lstrip()) if after else len(opens.group(1)) + 2
+            out.append(" " * max(indent - 2, 0) + "-")
+        elif opens or _CLOSES.match(line):
+            out.append("")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _is_json(text: str, file: str) -> bool:
+    """Whether to read `text` as JSON: a .json file, or a stream (stdin) that is JSON."""
+    if not text.lstrip().startswith(("{", "[")):
+        return False
+    if file.endswith(".json"):
+        return True
+    try:
+        json.loads(text)
+    except ValueError:
+        return False  # YAML flow style, or several JSON values: the YAML reader takes it
+    return True
 
 
 def _parse_stream(text: str, file: str) -> list[_Parsed]:
     """Every Kubernetes object of a YAML stream (or a JSON file)."""
     out: list[_Parsed] = []
-    if file.endswith(".json") and text.lstrip().startswith(("{", "[")):
+    if _is_json(text, file):
         for index, (chunk, data) in enumerate(_json_documents(text, file)):
             values = data if isinstance(data, list) else [data]
             for position, value in enumerate(values):
