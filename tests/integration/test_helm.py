@@ -76,7 +76,7 @@ services:
 addons:
   db: {kind: mysql, databases: [app], config: {MYSQL_CHARSET: utf8mb4}}
   cache: {kind: generic, image: docker.io/acme/cache:2, port: 11211, writable: [/var/cache/app, /run/app]}
-  queue: {kind: rabbitmq, external: true}
+  queue: {kind: redis, external: true}
   mq: {kind: rabbitmq}
 secrets:
   api-key: {external: {provider: vault, path: secret/data/coverage/api, key: key}}
