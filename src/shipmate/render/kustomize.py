@@ -216,9 +216,11 @@ def _consensus(values: list[Any], open_map: bool = False, droppable: bool = Fals
     field takes the most common value, the first one's on a tie, so base objects stay complete.
     `open_map`: `values` are such maps; `droppable`: `values` are entries of one.
     """
+    # `values` are the neutral copies made for this vote, so the result may take parts of them as
+    # they are; plain == is enough here, since each overlay's diff restores exact types anyway
     first = values[0]
-    if all(_same(v, first) for v in values[1:]):
-        return _copy(first)
+    if all(v == first for v in values[1:]):
+        return first
     if all(isinstance(v, dict) for v in values):
         out: dict[str, Any] = {}
         for k in dict.fromkeys(k for v in values for k in v):
@@ -237,7 +239,7 @@ def _consensus(values: list[Any], open_map: bool = False, droppable: bool = Fals
         counts[_canon(v)] = counts.get(_canon(v), 0) + 1
     best = max(counts.values())
     if best * 2 > len(values) or not droppable:
-        return _copy(next(v for v in values if counts[_canon(v)] == best))
+        return next(v for v in values if counts[_canon(v)] == best)
     return _MISSING
 
 
