@@ -128,9 +128,20 @@ def _image_matches(value: str, name: str) -> bool:
     return _image_pattern(name).fullmatch(value) is not None
 
 
+# kinds that never hold a container list, so the image walk can skip them (dashboards and alert
+# rules are most of the bytes)
+NO_CONTAINERS = frozenset({
+    "ConfigMap", "Secret", "Service", "NetworkPolicy", "Namespace", "ServiceAccount", "Ingress", "HTTPRoute",
+    "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "SecretProviderClass",
+    "ExternalSecret",
+})
+
+
 def _slots(obj: Any, path: Path = ()) -> Iterator[Path]:
     """Paths of every container `image` the kustomize image transformer visits: items of any
     `containers` or `initContainers` list, at any depth."""
+    if isinstance(obj, dict) and obj.get("kind") in NO_CONTAINERS:
+        return iter(())
     stack: list[tuple[Any, Path]] = [(obj, path)]
     found: list[Path] = []
     while stack:
