@@ -11,12 +11,23 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 from urllib.parse import quote
-from xml.sax.saxutils import escape, quoteattr
 
 from shipmate import __version__
 from shipmate.policy.engine import ScanResult
 from shipmate.policy.models import Finding, Rule, Severity
 from shipmate.policy.rules import RULES
+
+
+def escape(text: str) -> str:
+    """Text for an XML element (the standard library's helper imports half of urllib)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quoteattr(text: str) -> str:
+    """A double-quoted XML attribute value."""
+    body = escape(text).replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    return f'"{body}"'
+
 
 INFORMATION_URI = "https://shipmate.dev/rules"
 _SARIF_LEVEL = {Severity.LOW: "note", Severity.MEDIUM: "warning", Severity.HIGH: "error", Severity.CRITICAL: "error"}
