@@ -8,6 +8,7 @@ and the path of a file that holds the traceback.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -94,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    """The console script: run, flush, and leave without tearing the heap down object by object
+    (a scan of a large folder spends a tenth of a second freeing memory the OS frees at once)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":
