@@ -23,6 +23,7 @@ import yaml
 
 from shipmate.render import helm as helm_format
 from shipmate.render.kit import Kit, build_kit
+from shipmate.render.yamlio import dump
 from shipmate.spec.loader import load_text
 from tests.support import EXAMPLES, example_envs, example_kit
 
@@ -260,4 +261,4 @@ def test_values_yaml_reads_back_the_same_in_helm() -> None:
               "-1", "+1", "1:20", "2024-10-01", ".inf", "3.14", "1", "5000", "1.2.3", "1Gi", "250m",
               "line one\nline two\n", "trailing  \nspace", "{{ $value }}", "a: b", "- x", "#hash", "", "=", "<<"]
     data = {"strings": tricky, "numbers": [0, 1, 2.5, 1000000, 0.015], "y": {"n": True, "off": None}}
-    assert helm.values_from_yaml(helm_format._yaml(data)) == data
+    assert helm.values_from_yaml(dump(data)) == data

@@ -26,12 +26,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from shipmate import __version__
 from shipmate.plan.models import Plan, Workload
 from shipmate.render import images
 from shipmate.render.kit import Kit
+from shipmate.render.yamlio import dump
 
 Obj = dict[str, Any]
 
@@ -477,23 +476,5 @@ def _stage_text(stage: Stage) -> str:
     return text + (" (approval)" if stage.gated else "")
 
 
-class _Dumper(yaml.SafeDumper):
-    """Keys in the order written (a workflow reads top-down), literal blocks for scripts."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    if "\n" in value and not any(line != line.rstrip() for line in value.splitlines()):
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def _dump(doc: Obj) -> str:
-    text: str = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
-                          width=10_000, indent=2)
-    return text
+    return dump(doc, sort_keys=False)

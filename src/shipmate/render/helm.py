@@ -27,54 +27,15 @@ import json
 import re
 from typing import Any
 
-import yaml
-
 from shipmate.plan.models import AddonPlan, Plan, ProbePlan, ResourcesPlan, Workload
 from shipmate.render.helm_templates import TEMPLATES
 from shipmate.render.kit import Kit
 from shipmate.render.objects import RUN_AS, SHIPMATE_IMAGE, SINGLE_ADDON_REASON
+from shipmate.render.yamlio import dump
 
 Values = dict[str, Any]
 
 HEADER = "# Rendered by shipmate from shipmate.yaml; do not edit.\n"
-
-
-# --- YAML that Helm reads back exactly ----------------------------------------------------
-
-_BASE: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-class _Dumper(_BASE):  # type: ignore[misc]
-    """Safe dumper, no aliases, literal blocks for multi-line text, and quotes around every
-    string that Helm's YAML reader would take for something else (`y`, `n`, `1e3`, `0o7`, ...)."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-# Registered after the built-in resolvers, so real numbers and booleans still come out plain;
-# only strings that merely look like one of them get quotes.
-_Dumper.add_implicit_resolver(
-    "tag:shipmate,helm:ambiguous",
-    re.compile(r"^(?:[yYnN~]|[-+]?(?:0[xXoObB][0-9a-fA-F_]+|[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?"
-               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF|nan|NaN|NAN)))$"),
-    list("yYnN~-+.0123456789"),
-)
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    if "\n" in value and not any(line != line.rstrip() for line in value.splitlines()):
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
-
-
-_Dumper.add_representer(str, _str)
-
-
-def _yaml(data: Any) -> str:
-    text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=True, default_flow_style=False,
-                          allow_unicode=True, width=10_000, indent=2)
-    return text
 
 
 # --- entry point --------------------------------------------------------------------------
@@ -87,10 +48,10 @@ def files(kit: Kit) -> dict[str, str]:
     plan = kit.plans[base_env]
     root = kit.app
     out: dict[str, str] = {
-        f"{root}/Chart.yaml": HEADER + _yaml(chart_metadata(plan)),
+        f"{root}/Chart.yaml": HEADER + dump(chart_metadata(plan)),
         f"{root}/values.yaml": (HEADER + f"# The values of environment {base_env!r}; "
                                 f"values-<env>.yaml turns them into another environment.\n"
-                                + _yaml(base)),
+                                + dump(base)),
         f"{root}/values.schema.json": json.dumps(schema(), indent=2, sort_keys=True) + "\n",
     }
     for env in kit.environments:
@@ -98,7 +59,7 @@ def files(kit: Kit) -> dict[str, str]:
         out[f"{root}/values-{env}.yaml"] = (
             HEADER + f"# helm install {kit.app} ./{kit.app} -f values-{env}.yaml\n"
             f"# Only what differs from values.yaml ({base_env}); null deletes a key.\n"
-            + (_yaml(delta) if delta else "{}\n"))
+            + (dump(delta) if delta else "{}\n"))
     for name, text in TEMPLATES.items():
         out[f"{root}/templates/{name}"] = text
     return dict(sorted(out.items()))

@@ -96,25 +96,26 @@ def _literal(value: str) -> bool:
     return not any(line != line.rstrip() or (line and ord(min(line)) < 32) for line in value.split("\n"))
 
 
-def _block(value: Any, pad: str, out: list[str]) -> None:
-    """Append the lines of a non-empty dict or list at indentation `pad`."""
+def _block(value: Any, pad: str, out: list[str], ordered: bool = True) -> None:
+    """Append the lines of a non-empty dict or list at indentation `pad` (keys sorted when
+    `ordered`, else in the dict's own order)."""
     if isinstance(value, dict):
-        for key in sorted(value):
+        for key in (sorted(value) if ordered else value):
             item = value[key]
             head = f"{pad}{_scalar_text(key) if isinstance(key, str) else _scalar(key)}:"
             if isinstance(item, dict) and item:
                 out.append(head + "\n")
-                _block(item, pad + "  ", out)
+                _block(item, pad + "  ", out, ordered)
             elif isinstance(item, list) and item:
                 out.append(head + "\n")
-                _block(item, pad, out)
+                _block(item, pad, out, ordered)
             else:
                 out.append(f"{head} {_inline(item, pad)}\n")
         return
     for item in value:
         if (isinstance(item, dict | list)) and item:
             start = len(out)
-            _block(item, pad + "  ", out)
+            _block(item, pad + "  ", out, ordered)
             out[start] = pad + "- " + out[start][len(pad) + 2:]
         else:
             out.append(f"{pad}- {_inline(item, pad + '  ')}\n")
@@ -133,11 +134,11 @@ def _inline(value: Any, pad: str) -> str:
     return _scalar(value)
 
 
-def dump(obj: Any) -> str:
-    """One YAML document."""
+def dump(obj: Any, *, sort_keys: bool = True) -> str:
+    """One YAML document; keys sorted unless `sort_keys` is false (a workflow reads top-down)."""
     if isinstance(obj, dict | list) and obj:
         out: list[str] = []
-        _block(obj, "", out)
+        _block(obj, "", out, sort_keys)
         return "".join(out)
     return _inline(obj, "") + "\n"
 
