@@ -36,6 +36,12 @@ PY
 step "5. is what is on disk what the spec says? (render --check)"
 sm render --format all --out "$out" --check
 
+step "6. scan what production and staging would run (policy and secret scanner)"
+sm scan --env prod
+sm scan --env staging
+sm scan "$out/helm/cyber-werewolves" --values "$out/helm/cyber-werewolves/values-prod.yaml" --format sarif \
+  --report "$out/scan-prod.sarif"
+
 step "done"
 cat <<TXT
   Look at:  $out/manifests/<env>.yaml        plain manifests (kubectl apply -f)
@@ -45,5 +51,6 @@ cat <<TXT
             $out/github-actions/             the CI/CD pipeline
             $out/monitoring/<env>/           Prometheus rules and a Grafana dashboard
             $out/compose/docker-compose.yml  local development
+            $out/scan-prod.sarif              the scan of the Helm chart, for code-scanning UIs
   Next:     .venv/bin/shipmate -f $spec plan --env staging --output json
 TXT
