@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +327,20 @@ def test_a_crash_loop_is_reported_with_its_last_log_lines(tmp_path: Path) -> Non
         assert "boom: crashing on purpose" in message
 
     run(body, tmp_path / "state", backoff=Backoff(initial=0.1))
+
+
+def test_a_command_that_cannot_start_is_retried_and_explained(tmp_path: Path) -> None:
+    async def body(sup: Supervisor) -> None:
+        await sup.start(replace(service(tmp_path, "api-0"), argv=(str(tmp_path / "missing-binary"),)))
+        await sup.start(replace(service(tmp_path, "api-1"), workdir=tmp_path / "missing-dir"))
+        await until(lambda: all(o.restarts >= 2 for o in sup.observe()), 10, "retries")
+        first, second = sup.observe()
+        assert first.last_reason.startswith("could not start")
+        assert "missing-binary" in first.last_reason
+        assert second.last_reason.endswith(f"no such working directory ({tmp_path / 'missing-dir'})")
+        assert not first.ready
+
+    run(body, tmp_path / "state", backoff=Backoff(initial=0.05))
 
 
 def pids_in(path: Path) -> list[int]:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -515,7 +516,8 @@ class Supervisor:
                     await self._once(inst, launched)
                 except OSError as exc:
                     inst.last_exit_code = None
-                    inst.last_reason = f"could not start {inst.spec.argv[0]!r}: {exc.strerror or exc}"
+                    where = f" ({exc.filename})" if exc.filename else ""
+                    inst.last_reason = f"could not start {inst.spec.argv[0]!r}: {exc.strerror or exc}{where}"
                     self._log_line(inst, "shipmate", inst.last_reason)
                 launched.set()
                 if inst.stopping.is_set():
@@ -539,6 +541,8 @@ class Supervisor:
     async def _once(self, inst: _Instance, launched: asyncio.Event) -> None:
         """One process of an instance, from launch until it is gone."""
         spec = inst.spec
+        if spec.workdir is not None and not spec.workdir.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such working directory", str(spec.workdir))
         env = self._environment(inst)
         proc = await asyncio.create_subprocess_exec(
             *spec.argv, cwd=spec.workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
@@ -597,10 +601,13 @@ class Supervisor:
         self._kill_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + inst.spec.grace_seconds
         while time.monotonic() < deadline:
-            if proc.returncode is not None and not group_members(pgid):
-                return
+            if proc.returncode is not None:
+                if not group_members(pgid):
+                    return
+                await asyncio.sleep(_POLL)  # the leader is gone, others of its group are not
+                continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_POLL * 2):
+                async with asyncio.timeout(_POLL):
                     await proc.wait()
         if group_members(pgid) or proc.returncode is None:
             self._log_line(inst, "shipmate", f"still running after {inst.spec.grace_seconds:g}s: SIGKILL")
