@@ -235,6 +235,8 @@ def test_instances_start_ready_with_their_environment_files_and_logs(tmp_path: P
         assert env["APP_VERSION"] == "v1"
         assert env["GREETING"] == "hello"
         assert env["DATABASE_URL"] == "postgres://from-env"
+        assert {k: v for k, v in sup.environment("api-0").items() if k in env} == {
+            k: v for k, v in env.items() if k in sup.environment("api-0")}, "what `shipmate exec` would get"
         assert "s3cret-value" not in json.dumps(env), "file secrets never go into the environment"
         secrets_dir = Path(env["SHIPMATE_SECRETS_DIR"])
         assert read(secrets_dir / "jwt-key") == b"s3cret-value"

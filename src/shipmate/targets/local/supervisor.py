@@ -437,6 +437,11 @@ class Supervisor:
     def instance(self, instance_id: str) -> InstanceObservation:
         return self._observation(self._get(instance_id))
 
+    def environment(self, instance_id: str) -> dict[str, str]:
+        """The environment an instance's process gets (for `shipmate exec`); holds env-delivered
+        secrets, so never log it."""
+        return self._environment(self._get(instance_id))
+
     async def wait_ready(self, instance_ids: Iterable[str], within: float) -> None:
         """Return once every named instance is ready; TemporaryError naming the first one that is
         not, with its last reason and log lines, after `within` seconds."""
