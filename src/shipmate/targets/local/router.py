@@ -249,7 +249,7 @@ class Router:
         *,
         sticky: StickyKey | None = None,
         force_header: tuple[str, str] | None = ("X-Canary", "always"),
-        pool_size: int = 8,
+        pool_size: int = 32,
         idle_timeout: float = 75.0,
         connect_timeout: float = 5.0,
         rng: random.Random | None = None,
@@ -635,16 +635,23 @@ class Router:
             headers.append(("Connection", "close"))
         elif client_version == "HTTP/1.0":
             headers.append(("Connection", "keep-alive"))
-        writer.write(_encode_head(f"HTTP/1.1 {response.parts[1]} {response.parts[2]}", headers))
+        out_head = _encode_head(f"HTTP/1.1 {response.parts[1]} {response.parts[2]}", headers)
         try:
             if kind == "chunked":
+                writer.write(out_head)
                 await _copy_chunked(conn.reader, writer)
             elif kind == "length":
-                if length:
-                    await _copy_exact(conn.reader, writer, length)
+                # The head goes out with the body's first part: one send instead of two for small answers.
+                first = await conn.reader.read(min(length, CHUNK)) if length else b""
+                if length and not first:
+                    raise asyncio.IncompleteReadError(b"", length)
+                writer.write(out_head + first)
+                if length > len(first):
+                    await _copy_exact(conn.reader, writer, length - len(first))
                 else:
                     await writer.drain()
             else:
+                writer.write(out_head)
                 await _copy_until_close(conn.reader, writer, chunk=chunk_to_client)
         except (HttpError, *_IO_ERRORS):
             # The head is out: the only honest signal left to the client is to close.
