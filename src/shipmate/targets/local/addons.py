@@ -201,6 +201,8 @@ class Addon(ABC):
     @property
     def pid(self) -> int | None:
         """The server's pid while it runs, else None."""
+        if self._proc is not None:
+            self._proc.poll()  # reap our own child once it has died, so it is not counted alive
         pid = self._state().get("pid")
         return pid if pid is not None and _alive(pid) else None
 
@@ -310,8 +312,6 @@ class Addon(ABC):
             if time.monotonic() > limit:
                 raise AddonFailed(f"{self.name} ({self.kind}) not ready after {self.start_timeout:.0f} s; "
                                   f"its log {self.log_file} ends with: {self.log_tail()}")
-            if self._proc is not None:
-                self._proc.poll()  # reap a child that died, so `pid` sees it gone
             time.sleep(0.1)
 
     def log_tail(self, lines: int = 5) -> str:
