@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -62,6 +61,7 @@ from shipmate.errors import InternalError, NotFound, SpecError, TemporaryError, 
 from shipmate.files import atomic_write
 from shipmate.plan.models import ProbePlan, Workload
 from shipmate.targets.local import files
+from shipmate.targets.local.ports import free_port
 from shipmate.targets.local.probes import Health, Prober, ProbeTarget
 
 log = logging.getLogger(__name__)
@@ -334,16 +334,6 @@ class _Instance:
         return self.ports[self.spec.ports[0][1]] if self.spec.ports else None
 
 
-def _free_port(host: str, taken: set[int]) -> int:
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
-            return port
-    raise TemporaryError("no free TCP port found", delay=1.0)
-
-
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -387,12 +377,13 @@ class Supervisor:
             raise UsageError(f"instance {spec.id} is already supervised")
         if not spec.argv:
             raise UsageError(f"instance {spec.id} has no command")
-        taken = {p for inst in self._instances.values() for p in inst.ports.values()}
         ports: dict[int, int] = {}
         names: dict[str, int] = {}
         for name, declared in spec.ports:
-            local = _free_port(self.host, taken)
-            taken.add(local)
+            try:
+                local = free_port(self.host)
+            except OSError as exc:
+                raise TemporaryError(f"instance {spec.id}: {exc}", delay=1.0) from exc
             ports[declared] = local
             names[name] = local
         root = self.state_dir / "instances"
