@@ -306,3 +306,14 @@ def test_a_generic_addon_needs_a_command_to_run_locally(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"vector \(generic\): a generic addon runs locally only with a `run` command"):
         addon_for(plan("vector", "generic"), tmp_path).start()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_recorded_pid_now_used_by_another_process_is_not_ours(tmp_path: Path) -> None:
+    cache = addon_for(plan("cache", "redis"), tmp_path)
+    cache.home.mkdir(parents=True)
+    # As after a reboot: the pid recorded then now belongs to someone else (here, this test).
+    (cache.home / "addon.json").write_text(json.dumps({"port": 1, "pid": os.getpid(), "pid_started": 1}),
+                                           encoding="utf-8")
+    assert cache.pid is None
+    cache.stop()  # must not signal this process
+    assert cache.pid is None

@@ -102,19 +102,20 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+def _started_at(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), None when it is gone or a zombie. With the pid
+    it names one process for good: a pid reused after a reboot or a crash has another start time."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[-1].split()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def _alive(pid: int, started: int | None = None) -> bool:
+    """True while `pid` runs and, when `started` is given, is still the process that started then."""
+    now = _started_at(pid)
+    return now is not None and (started is None or now == started)
 
 
 def _http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -203,8 +204,9 @@ class Addon(ABC):
         """The server's pid while it runs, else None."""
         if self._proc is not None:
             self._proc.poll()  # reap our own child once it has died, so it is not counted alive
-        pid = self._state().get("pid")
-        return pid if pid is not None and _alive(pid) else None
+        state = self._state()
+        pid = state.get("pid")
+        return pid if pid is not None and _alive(pid, state.get("pid_started")) else None
 
     @property
     def username(self) -> str:
@@ -294,7 +296,7 @@ class Addon(ABC):
             self._proc = subprocess.Popen(
                 self._command(), env=self._environment(), cwd=self.home, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._save_state(pid=self._proc.pid)
+        self._save_state(pid=self._proc.pid, pid_started=_started_at(self._proc.pid))
         try:
             self._wait_ready(limit)
             self._after_ready()
@@ -340,7 +342,7 @@ class Addon(ABC):
                 self._proc.wait()
         self._proc = None
         if self.home.exists():
-            self._save_state(pid=None)
+            self._save_state(pid=None, pid_started=None)
 
     def _signal(self, pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -647,6 +649,10 @@ class RabbitMQ(Addon):
     binaries: ClassVar[Mapping[str, str]] = {"rabbitmq-server": "rabbitmq-server", "epmd": "erlang-base"}
     start_timeout = 90.0
 
+    def __init__(self, plan: AddonPlan, state_dir: Path | str, *, path: str | None = None) -> None:
+        super().__init__(plan, state_dir, path=path)
+        self._epmd: subprocess.Popen[bytes] | None = None
+
     def _search_path(self) -> str:
         if self._path is not None:
             return self._path
@@ -698,8 +704,9 @@ class RabbitMQ(Addon):
 
     def _start_epmd(self) -> None:
         """This node's own epmd on a private port, so nothing registers with the machine's."""
-        pid = self._state().get("epmd_pid")
-        if pid is not None and _alive(pid):
+        state = self._state()
+        pid = state.get("epmd_pid")
+        if pid is not None and _alive(pid, state.get("epmd_started")):
             return
         with self.log_file.open("ab") as log:
             epmd = subprocess.Popen(
@@ -707,7 +714,7 @@ class RabbitMQ(Addon):
                 env=self._environment(), cwd=self.home, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         self._epmd = epmd
-        self._save_state(epmd_pid=epmd.pid)
+        self._save_state(epmd_pid=epmd.pid, epmd_started=_started_at(epmd.pid))
 
     def _command(self) -> list[str]:
         return [self.binary("rabbitmq-server")]
@@ -726,15 +733,17 @@ class RabbitMQ(Addon):
 
     def stop(self, grace: float = 30.0) -> None:
         super().stop(grace)
-        pid = self._state().get("epmd_pid")
+        state = self._state()
+        pid = state.get("epmd_pid")
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            epmd = getattr(self, "_epmd", None)
-            if isinstance(epmd, subprocess.Popen) and epmd.pid == pid:
-                epmd.wait()
+            if _alive(pid, state.get("epmd_started")):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)  # epmd keeps no state worth a graceful stop
+            if self._epmd is not None and self._epmd.pid == pid:
+                self._epmd.wait()
             if self.home.exists():
-                self._save_state(epmd_pid=None)
+                self._save_state(epmd_pid=None, epmd_started=None)
+        self._epmd = None
 
     def connection(self) -> Connection:
         port = self._require_port()
