@@ -12,7 +12,9 @@ change (rotation). One *set* of files lives in one directory:
 A new version is written in full to a fresh timestamped directory, flushed, and made current with
 one `rename(2)` of a `..data` symlink, so a reader that resolves `..data` once (see `read_set`)
 never sees half a set; older versions are removed after the swap. Each file alone is always whole,
-whatever the reader does.
+whatever the reader does. As with a Kubernetes volume, a reader that opens `<dir>/<name>` at the
+instant of a swap may get ENOENT (its path resolved to the version just removed): readers retry,
+or use `read_set`.
 
 Values arrive as plain bytes (the secrets package unwraps them at the last moment). This module
 must never log, print or put a value in an exception message, and must not decide which values an
