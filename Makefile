@@ -40,6 +40,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/render.py
 	$(PY) benchmarks/scan.py
+	$(PY) benchmarks/router.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
