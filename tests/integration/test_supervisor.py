@@ -403,25 +403,29 @@ def test_recover_after_the_supervisor_was_sigkilled_leaves_nothing_running(tmp_p
     script = tmp_path / "run_supervisor.py"
     script.write_text(SUPERVISOR_PROCESS, encoding="utf-8")
     root = Path(__file__).resolve().parents[2]
-    with subprocess.Popen([sys.executable, str(script), str(tmp_path), str(root)], stdout=subprocess.PIPE,
-                          text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            started = sorted({*json.loads(line), *pids_in(tmp_path / "pids")})  # api, its grandchild, worker
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-    assert len(started) == 3
-    assert all(running(pid) for pid in started), "the test must first leave orphans behind"
+    state = tmp_path / "state"
+    try:
+        with subprocess.Popen([sys.executable, str(script), str(tmp_path), str(root)], stdout=subprocess.PIPE,
+                              text=True) as proc:
+            try:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                started = sorted({*json.loads(line), *pids_in(tmp_path / "pids")})  # api, its grandchild, worker
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+        assert len(started) == 3
+        assert all(running(pid) for pid in started), "the test must first leave orphans behind"
 
-    began = time.monotonic()
-    swept = Supervisor(tmp_path / "state").recover(grace=1.0)
-    assert time.monotonic() - began < 5
-    assert len(swept) == 2
-    assert {r.what for r in swept} == {"instance api-0", "instance worker-0"}
-    assert [pid for pid in started if running(pid)] == []
-    assert Supervisor(tmp_path / "state").recover() == [], "the registry is empty after a sweep"
+        began = time.monotonic()
+        swept = Supervisor(state).recover(grace=1.0)
+        assert time.monotonic() - began < 5
+        assert len(swept) == 2
+        assert {r.what for r in swept} == {"instance api-0", "instance worker-0"}
+        assert [pid for pid in started if running(pid)] == []
+        assert Supervisor(state).recover() == [], "the registry is empty after a sweep"
+    finally:
+        Supervisor(state).recover(grace=0)  # whatever failed above, leave nothing running
 
 
 def test_recover_never_kills_a_process_whose_pid_was_recycled(tmp_path: Path) -> None:
@@ -434,6 +438,8 @@ def test_recover_never_kills_a_process_whose_pid_was_recycled(tmp_path: Path) ->
         registry.path.write_text(json.dumps(data), encoding="utf-8")
         assert Supervisor(tmp_path / "state").recover(grace=0.2) == []
         assert running(stranger.pid)
+        assert Supervisor(tmp_path / "elsewhere").recover() == []
+        assert not (tmp_path / "elsewhere").exists(), "no registry, nothing created"
     finally:
         stranger.kill()
         stranger.wait()

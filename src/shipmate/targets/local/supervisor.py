@@ -363,7 +363,8 @@ class Supervisor:
     def recover(self, grace: float = 5.0) -> list[GroupRecord]:
         """Stop whatever an earlier, killed supervisor of this state directory left running. Call
         before starting anything; returns the groups that were still alive."""
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.registry.path.exists():
+            return []
         alive = self.registry.sweep(grace)
         for record in alive:
             log.info("stopped a leftover process group %d (%s)", record.pgid, record.what)
