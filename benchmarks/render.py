@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from results import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "render"
@@ -346,16 +348,6 @@ def all_formats() -> list[str]:
     return list(FORMATS)
 
 
-def replace_section(document: str, section: str, body: str) -> str:
-    """`document` with its `## section` replaced by `body` (appended when absent)."""
-    lines = document.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == f"## {section}"), None)
-    if start is None:
-        head = document.rstrip("\n") if document.strip() else "# Benchmarks"
-        return f"{head}\n\n{body.rstrip()}\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    kept = lines[:start] + body.rstrip("\n").splitlines() + (["", *lines[end:]] if end < len(lines) else [])
-    return "\n".join(kept).rstrip("\n") + "\n"
 
 
 def profile(services: int, formats: list[str]) -> None:

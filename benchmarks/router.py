@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from results import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 RESPONSE_BODY = b"ok " * 40 + b"\n"
@@ -266,16 +268,6 @@ def machine() -> str:
     return f"nproc {len(os.sched_getaffinity(0))} ({cpu}), {system}, Python {platform.python_version()}"
 
 
-def replace_section(document: str, section: str, body: str) -> str:
-    """`document` with its `## section` replaced by `body` (appended when absent)."""
-    lines = document.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == f"## {section}"), None)
-    if start is None:
-        head = document.rstrip("\n") if document.strip() else "# Benchmarks"
-        return f"{head}\n\n{body.rstrip()}\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    kept = lines[:start] + body.rstrip("\n").splitlines() + (["", *lines[end:]] if end < len(lines) else [])
-    return "\n".join(kept).rstrip("\n") + "\n"
 
 
 def ms(seconds: float) -> str:

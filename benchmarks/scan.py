@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from results import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -504,16 +506,6 @@ def report(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def replace_section(document: str, section: str, body: str) -> str:
-    """`document` with its `## section` replaced by `body` (appended when absent)."""
-    lines = document.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == f"## {section}"), None)
-    if start is None:
-        head = document.rstrip("\n") if document.strip() else "# Benchmarks"
-        return f"{head}\n\n{body.rstrip()}\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    kept = lines[:start] + body.rstrip("\n").splitlines() + (["", *lines[end:]] if end < len(lines) else [])
-    return "\n".join(kept).rstrip("\n") + "\n"
 
 
 STAGES = ("imports", "helm engine", "read", "rules", "lines", "report")
