@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from shipmate.errors import ShipmateError, UserError
+from shipmate.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,9 +64,6 @@ class Application:
     def info(self, message: str) -> None:
         """A message for the person, on stderr (never data)."""
         sys.stderr.write(message + "\n")
-
-    def abort(self, error: ShipmateError) -> NoReturn:
-        raise error
 
 
 def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

@@ -80,7 +80,7 @@ def resolve(app: spec.AppSpec, environment: str) -> Plan:
         workloads=workloads,
         addons=addons,
         secrets=tuple(_secret(name, app.secrets[name], app.app.name, environment)
-                      for name in sorted(_all_secrets(app))),
+                      for name in sorted(app.secrets)),
         strategy=strategy,
         rollback_strategy=env.rollback_strategy,
         approvals_required=env.approvals.required,
@@ -102,10 +102,6 @@ def resolve(app: spec.AppSpec, environment: str) -> Plan:
                    for s in sorted(app.slos, key=lambda s: s.name)),
         backups=tuple(_backup(b, app) for b in sorted(app.backups, key=lambda b: b.name)),
     )
-
-
-def _all_secrets(app: spec.AppSpec) -> set[str]:
-    return set(app.secrets)
 
 
 def _image(name: str, service: spec.Service, app: spec.AppSpec) -> tuple[str, str, str | None]:

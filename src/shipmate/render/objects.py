@@ -31,6 +31,7 @@ from shipmate.plan.models import (
     Workload,
 )
 from shipmate.render import monitoring
+from shipmate.render.yamlio import dump_pyyaml
 
 Obj = dict[str, Any]
 
@@ -352,15 +353,14 @@ def _controller(plan: Plan, w: Workload, meta: dict[str, str]) -> Obj:
         spec["serviceName"] = f"{w.name}-headless"
         spec["podManagementPolicy"] = "OrderedReady"
         spec["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
-        spec["volumeClaimTemplates"] = [_claim(plan, meta, w.storage or "1Gi")]
+        spec["volumeClaimTemplates"] = [_claim(meta, w.storage or "1Gi")]
     else:
         spec["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {
             "maxSurge": 0, "maxUnavailable": w.max_unavailable or 1}}
     return _obj(w.kind, w.name, plan, meta, spec=spec)
 
 
-def _claim(plan: Plan, meta: dict[str, str], size: str) -> dict[str, Any]:
-    del plan
+def _claim(meta: dict[str, str], size: str) -> dict[str, Any]:
     return {"metadata": {"name": "data", "labels": dict(meta)},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}
 
@@ -435,8 +435,6 @@ def _secret_delivery(plan: Plan, owner: str, meta: dict[str, str], mounts: tuple
             objects.append({"objectName": m.file, "secretPath": key, "secretKey": prop or "value"}
                            if plan.secret_store == "vault" else  # noqa: S105 - a provider name
                            {"objectName": key, "objectAlias": m.file, "objectType": "secretsmanager"})
-        from shipmate.render.yamlio import dump_pyyaml
-
         parameters: dict[str, str] = {"objects": dump_pyyaml(objects)}
         if plan.secret_store == "vault":  # noqa: S105 - a provider name
             parameters["roleName"] = f"{plan.app}-{owner}"
@@ -598,7 +596,7 @@ def _addon_objects(plan: Plan, a: AddonPlan) -> list[Obj]:
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
         "revisionHistoryLimit": plan.history,
         "template": {"metadata": {"labels": dict(meta)}, "spec": pod_spec},
-        "volumeClaimTemplates": [_claim(plan, meta, a.storage)],
+        "volumeClaimTemplates": [_claim(meta, a.storage)],
     })
     statefulset["metadata"]["annotations"] = {f"{SUPPRESS_PREFIX}SM501": SINGLE_ADDON_REASON}
     out.append(statefulset)
@@ -608,7 +606,7 @@ def _addon_objects(plan: Plan, a: AddonPlan) -> list[Obj]:
 # --- backups ------------------------------------------------------------------------------
 
 def _backup_labels(plan: Plan, name: str) -> dict[str, str]:
-    return {**labels(plan, name, "backup", __version__)}
+    return labels(plan, name, "backup", __version__)
 
 
 def _backup_network_policy(plan: Plan) -> Obj:
