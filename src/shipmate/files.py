@@ -15,14 +15,14 @@ from pathlib import Path
 MARKER = ".shipmate-files"
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o644, *, sync: bool = True) -> None:
-    """Write `text` to `path` through a temporary file and a rename (flushed to disk first
-    unless `sync` is false, for a caller that syncs a whole batch once)."""
+def atomic_write(path: Path, text: str | bytes, mode: int = 0o644, *, sync: bool = True) -> None:
+    """Write `text` (or bytes) to `path` through a temporary file and a rename (flushed to disk
+    first unless `sync` is false, for a caller that syncs a whole batch once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text if isinstance(text, bytes) else text.encode("utf-8"))
             handle.flush()
             if sync:
                 os.fsync(handle.fileno())

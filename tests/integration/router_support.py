@@ -83,14 +83,17 @@ async def ws_read(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 @dataclass
 class Backend:
-    """One instance: answers /info, /echo, /chunked, /slow, /status, /stream, /gated-upload and /ws."""
+    """One instance: answers /info, /echo, /chunked, /slow, /status, /stream, /gated-upload, /big,
+    /dribble, /early-hints, /hang-up-next and /ws."""
 
     name: str
     version: str
     port: int = 0
     connections: int = 0
     requests: int = 0
+    sent: int = 0  # body bytes /big has handed to the kernel so far
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    hang_up: set[asyncio.StreamWriter] = field(default_factory=set)  # connections to close on their next request
     got_first_part: asyncio.Event = field(default_factory=asyncio.Event)
     server: asyncio.Server | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -118,6 +121,8 @@ class Backend:
         self.connections += 1
         try:
             while (head := await read_head(reader)) is not None:
+                if writer in self.hang_up:
+                    break  # like a server whose keep-alive timeout fired just as the request came
                 self.requests += 1
                 if not await self.answer(head[0], head[1], reader, writer):
                     break
@@ -128,6 +133,7 @@ class Backend:
         finally:
             if task is not None:
                 self.tasks.discard(task)
+            self.hang_up.discard(writer)
             writer.close()
 
     def send(
@@ -156,6 +162,8 @@ class Backend:
             length = int(header(headers, "content-length") or 0)
             first_part = await reader.readexactly(1024)
             self.got_first_part.set()
+            if "wait" in query:
+                await self.gate.wait()  # reads nothing more until the test opens the gate
             rest = await reader.readexactly(length - 1024)
             body = json.dumps({"length": len(first_part) + len(rest)}).encode()
             self.send(writer, 200, body, [])
@@ -184,6 +192,29 @@ class Backend:
             await writer.drain()
             await self.gate.wait()
             writer.write(b"b" * 1024)
+        elif url.path == "/big":
+            # A large body written as fast as the kernel takes it: `sent` tells how far it got.
+            size, part = int(query["mb"]) * 1024 * 1024, 256 * 1024
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            for i in range(size // part):
+                writer.write(bytes([97 + i % 26]) * part)
+                await writer.drain()
+                self.sent += part
+        elif url.path == "/dribble":
+            # A response (an interim one, then the final one) in pieces of three bytes, each sent on its own.
+            message = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            message += b"HTTP/1.1 200 OK\r\nX-Instance: %b\r\nContent-Length: 10\r\n\r\n0123456789" % self.name.encode()
+            for start in range(0, len(message), 3):
+                writer.write(message[start : start + 3])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        elif url.path == "/early-hints":
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+            await writer.drain()
+            self.send(writer, 200, b"hinted", [])
+        elif url.path == "/hang-up-next":
+            self.hang_up.add(writer)
+            self.send(writer, 200, b"bye next time", [])
         elif url.path == "/until-close":
             writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * 5000)
             await writer.drain()

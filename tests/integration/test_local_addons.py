@@ -317,3 +317,43 @@ def test_a_recorded_pid_now_used_by_another_process_is_not_ours(tmp_path: Path) 
     assert cache.pid is None
     cache.stop()  # must not signal this process
     assert cache.pid is None
+
+
+STANDIN_SPEC_DIR = Path(__file__).resolve().parents[2] / "examples" / "security-triage"
+
+
+@pytest.mark.parametrize("run", ["python3 ../standin/standin.py", ("python3", "../standin/standin.py")],
+                         ids=["string", "list"])
+def test_a_generic_addon_with_run_starts_from_the_spec_directory_is_ready_and_stops(
+        tmp_path: Path, started: Callable[[Addon], Addon], run: str | tuple[str, ...]) -> None:
+    """`run` of a generic addon (what security-triage's local environment gives chromadb and kong) runs
+    the stand-in from the spec's directory, with the addon's config in its environment."""
+    spec = AddonPlan(name="vector", kind="generic", image="docker.io/chromadb/chroma:0.5.5", port=8000,
+                     storage="1Gi", databases=(), external=False, resources=ResourcesPlan(None, None, None, None),
+                     run_as_user=10001, config=(("SHIPMATE_SERVICE", "vector"),), users=(), run=run)
+    vector = started(addon_for(spec, tmp_path, base_dir=STANDIN_SPEC_DIR))
+    assert vector.running()
+    with urllib.request.urlopen(f"http://127.0.0.1:{vector.port}/healthz", timeout=5) as response:
+        assert (response.status, response.read()) == (200, b"ok\n")
+    with urllib.request.urlopen(f"http://127.0.0.1:{vector.port}/version", timeout=5) as response:
+        assert json.loads(response.read())["service"] == "vector"
+    assert vector.connection().url == f"tcp://127.0.0.1:{vector.port}"
+    pid = vector.pid
+    assert pid is not None
+    began = time.monotonic()
+    vector.stop()
+    assert time.monotonic() - began < 5
+    assert vector.pid is None
+    assert not Path(f"/proc/{pid}").exists()
+    assert "standin: stopped" in vector.log_file.read_text(encoding="utf-8")  # SIGTERM reached it: a clean stop
+
+
+def test_a_generic_addon_run_from_a_missing_directory_or_program_is_said(tmp_path: Path) -> None:
+    spec = AddonPlan(name="vector", kind="generic", image="acme/vector:1", port=8000, storage="1Gi", databases=(),
+                     external=False, resources=ResourcesPlan(None, None, None, None), run_as_user=10001,
+                     config=(), users=(), run=("./bin/vector-stub",))
+    with pytest.raises(MissingBinary, match=r"vector \(generic\): .*/bin/vector-stub is not an executable file"):
+        addon_for(spec, tmp_path, base_dir=STANDIN_SPEC_DIR).start()
+    with pytest.raises(UserError, match=r"vector \(generic\): no directory .*/nowhere to run `run` in"):
+        addon_for(spec, tmp_path, base_dir=tmp_path / "nowhere").start()
+    assert not (tmp_path / "addons").exists()

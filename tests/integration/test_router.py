@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import socket
 from asyncio.subprocess import PIPE, STDOUT
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -19,7 +20,7 @@ from shipmate.targets.local import routing
 from shipmate.targets.local.router import AdminServer, Router
 from shipmate.targets.local.routing import Backend as Route
 from shipmate.targets.local.routing import StickyKey
-from tests.integration.router_support import Backend, Client, WebSocket
+from tests.integration.router_support import Backend, Client, Response, WebSocket, read_body, read_head
 
 pytestmark = pytest.mark.integration
 
@@ -409,3 +410,287 @@ async def test_metrics_text_is_valid_and_counts_match() -> None:
     assert "shipmate_router_client_connections" in router.metrics_text()
     await admin.stop()
     await teardown(router, backends, client, metrics)
+
+
+# --- the protocol paths: heads and bodies in odd pieces, pipelining, back-pressure, retries --------
+
+
+async def raw_connection(port: int, *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client connection that sends each write at once (no Nagle), optionally with a small receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
+async def response(reader: asyncio.StreamReader, method: str = "GET") -> Response:
+    head = await read_head(reader)
+    assert head is not None
+    status = int(head[0].split(" ")[1])
+    body = b"" if method == "HEAD" else await read_body(reader, head[1])
+    return Response(status, head[1], body)
+
+
+@loop_test(15)
+async def test_a_request_split_across_many_segments() -> None:
+    router, backends = await setup({"v1": 1})
+    reader, writer = await raw_connection(router.port)
+    body = b"0123456789" * 30
+    message = b"POST /echo?split=1 HTTP/1.1\r\nHost: test\r\nX-Split: yes\r\nContent-Length: %d\r\n\r\n%b" % (
+        len(body),
+        body,
+    )
+    for i in range(len(message)):  # one byte per send
+        writer.write(message[i : i + 1])
+        await writer.drain()
+        await asyncio.sleep(0.0005)
+    resp = await response(reader)
+    assert (resp.status, resp.body) == (200, body)
+    # The same for a head alone, cut at every awkward place: inside "\r\n\r\n" and inside a header name.
+    head = b"GET /info HTTP/1.1\r\nHost: test\r\nX-Cut: here\r\n\r\n"
+    for cut in (head.index(b"X-C") + 1, len(head) - 3, len(head) - 2, len(head) - 1):
+        writer.write(head[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(head[cut:])
+        info = (await response(reader)).json()
+        assert ["X-Cut", "here"] in info["headers"]  # type: ignore[operator]
+    # And an answer that comes back in pieces: the interim head, the final head and the body, three bytes a time.
+    writer.write(b"GET /dribble HTTP/1.1\r\nHost: test\r\n\r\n")
+    interim = await read_head(reader)
+    assert interim is not None
+    assert interim[0] == "HTTP/1.1 103 Early Hints"
+    resp = await response(reader)
+    assert (resp.status, resp.header("x-instance"), resp.body) == (200, "v1-a", b"0123456789")
+    writer.write(b"GET /status HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert (await response(reader)).status == 200
+    assert backends["v1-a"].connections == 1  # the upstream connection stayed in step, and was reused
+    writer.close()
+    await teardown(router, backends)
+
+
+@loop_test(10)
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    router, backends = await setup({"v1": 1})
+    reader, writer = await raw_connection(router.port)
+    writer.write(
+        b"GET /status?code=201 HTTP/1.1\r\nHost: test\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello"
+        b"\r\n"  # a stray blank line between messages is tolerated
+        b"GET /chunked?n=3&size=10 HTTP/1.1\r\nHost: test\r\n\r\n"
+        b"HEAD /info HTTP/1.1\r\nHost: test\r\n\r\n"
+        b"GET /status?code=202 HTTP/1.1\r\nHost: test\r\n\r\n"
+    )
+    assert (await response(reader)).status == 201
+    assert (await response(reader)).body == b"hello"
+    assert (await response(reader)).body == b"a" * 10 + b"b" * 10 + b"c" * 10
+    assert (await response(reader, "HEAD")).status == 200
+    assert (await response(reader)).status == 202
+    assert backends["v1-a"].connections == 1
+    snap = router.snapshot().versions["v1"]
+    assert (snap.requests, snap.in_flight) == (5, 0)
+    writer.close()
+    await teardown(router, backends)
+
+
+@loop_test(10)
+async def test_a_body_that_arrives_slowly() -> None:
+    router, backends = await setup({"v1": 1})
+    reader, writer = await raw_connection(router.port)
+    body = bytes(range(256)) * 12
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(body))
+    for start in range(0, len(body), 300):
+        writer.write(body[start : start + 300])
+        await asyncio.sleep(0.02)
+    resp = await response(reader)
+    assert (resp.status, resp.body) == (200, body)
+    # Chunked, a chunk at a time, the size line itself in two pieces.
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for part in (b"slow ", b"chunked ", b"body"):
+        writer.write(b"%x" % len(part))
+        await asyncio.sleep(0.02)
+        writer.write(b";note=1\r\n%b\r\n" % part)
+        await asyncio.sleep(0.02)
+    writer.write(b"0\r\n\r\n")
+    resp = await response(reader)
+    assert (resp.status, resp.body) == (200, b"slow chunked body")
+    writer.close()
+    await teardown(router, backends)
+
+
+@loop_test(20)
+async def test_a_large_response_to_a_slow_reader_applies_back_pressure() -> None:
+    router, backends = await setup({"v1": 1})
+    backend = backends["v1-a"]
+    reader, writer = await raw_connection(router.port, rcvbuf=16 * 1024)
+    mb = 96
+    writer.write(b"GET /big?mb=%d HTTP/1.1\r\nHost: test\r\n\r\n" % mb)
+    await asyncio.sleep(0.5)
+    stalled = backend.sent
+    await asyncio.sleep(0.3)
+    # The client reads nothing: the backend is held back (socket buffers are all that is in flight).
+    assert backend.sent == stalled
+    assert stalled < mb * 1024 * 1024 // 2
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"Content-Length: %d" % (mb * 1024 * 1024) in head
+    got, part = 0, 256 * 1024
+    while got < mb * 1024 * 1024:
+        data = await reader.readexactly(part)
+        assert data == bytes([97 + (got // part) % 26]) * part
+        got += part
+    assert backend.sent == mb * 1024 * 1024
+    writer.write(b"GET /status HTTP/1.1\r\nHost: test\r\n\r\n")  # still in step
+    assert (await response(reader)).status == 200
+    writer.close()
+    await teardown(router, backends)
+
+
+@loop_test(20)
+async def test_a_large_request_body_to_a_slow_instance_applies_back_pressure() -> None:
+    router, backends = await setup({"v1": 1})
+    backend = backends["v1-a"]
+    reader, writer = await raw_connection(router.port)
+    size = 96 * 1024 * 1024
+    writer.write(b"POST /gated-upload?wait=1 HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % size)
+    part = b"u" * (1024 * 1024)
+    sent = 0
+
+    async def upload() -> None:
+        nonlocal sent
+        while sent < size:
+            writer.write(part)
+            await writer.drain()
+            sent += len(part)
+
+    uploading = asyncio.ensure_future(upload())
+    await asyncio.wait_for(backend.got_first_part.wait(), 5)
+    await asyncio.sleep(0.5)
+    stalled = sent
+    await asyncio.sleep(0.3)
+    assert sent == stalled  # the backend reads nothing more: the client is held back
+    assert stalled < size // 2
+    backend.gate.set()
+    await asyncio.wait_for(uploading, 15)
+    assert (await response(reader)).json() == {"length": size}
+    writer.close()
+    await teardown(router, backends)
+
+
+@loop_test(10)
+async def test_a_pooled_connection_the_instance_dropped_is_retried() -> None:
+    router, backends = await setup({"v1": 1})
+    client = Client(router.port)
+    assert (await client.request("GET", "/hang-up-next")).status == 200
+    # The pooled connection is closed by the instance when the next request arrives on it: sent again, on a new one.
+    resp = await client.request("GET", "/status")
+    assert resp.status == 200
+    assert backends["v1-a"].connections == 2
+    # A request with a body is not sent twice: the client learns that it failed.
+    assert (await client.request("GET", "/hang-up-next")).status == 200
+    resp = await client.request("POST", "/echo", body=b"once")
+    assert resp.status == 502
+    assert b"closed the connection before answering" in resp.body
+    snap = router.snapshot().versions["v1"]
+    assert (snap.by_code, snap.in_flight) == ({200: 3, 502: 1}, 0)
+    assert snap.open_connections == 0  # the instance dropped the last one, and the router did not keep it
+    await teardown(router, backends, client)
+
+
+@loop_test(10)
+async def test_interim_responses_expect_continue_and_http10() -> None:
+    router, backends = await setup({"v1": 1})
+    reader, writer = await raw_connection(router.port)
+    writer.write(b"GET /early-hints HTTP/1.1\r\nHost: test\r\n\r\n")
+    hints = await read_head(reader)
+    assert hints is not None
+    assert hints[0] == "HTTP/1.1 103 Early Hints"
+    assert ("Link", "</style.css>; rel=preload") in hints[1]
+    assert (await response(reader)).body == b"hinted"
+
+    # The router answers the expectation itself; the instance never sees Expect.
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"body")
+    assert (await response(reader)).body == b"body"
+
+    # HTTP/1.0 asking for keep-alive gets it (and says so); without it, the connection closes after the answer.
+    writer.write(b"GET /status HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    resp = await response(reader)
+    assert (resp.status, resp.header("connection")) == (200, "keep-alive")
+    writer.write(b"GET /info HTTP/1.0\r\n\r\n")
+    resp = await response(reader)
+    got = {k.lower(): v for k, v in resp.json()["headers"]}  # type: ignore[union-attr]
+    assert got["host"] == f"127.0.0.1:{backends['v1-a'].port}"  # none given: the instance's address
+    assert resp.header("connection") == "close"
+    assert await reader.read() == b""
+    writer.close()
+    await teardown(router, backends)
+
+
+@loop_test(10)
+async def test_a_client_that_shuts_its_side_still_gets_its_answer() -> None:
+    router, backends = await setup({"v1": 1})
+    reader, writer = await raw_connection(router.port)
+    writer.write(b"GET /slow?s=0.1 HTTP/1.1\r\nHost: test\r\n\r\nGET /status HTTP/1.1\r\nHost: test\r\n\r\n")
+    writer.write_eof()
+    assert (await response(reader)).body == b"v1-a"
+    assert (await response(reader)).status == 200
+    assert await reader.read() == b""  # then the router closes
+    writer.close()
+    # A client that stops inside its body is gone: nothing is answered, the instance is free again.
+    reader, writer = await raw_connection(router.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nonly part")
+    writer.write_eof()
+    assert await reader.read() == b""
+    writer.close()
+    await asyncio.sleep(0.05)
+    snap = router.snapshot().versions["v1"]
+    assert (snap.in_flight, snap.by_code) == (0, {200: 2, 499: 1})
+    await teardown(router, backends)
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "text"),
+    [
+        (b"GET /info HTTP/1.1\r\nHost: test\r\n folded: no\r\n\r\n", 400, "bad header line"),
+        (b"GET /info HTTP/1.1\r\nNo colon\r\n\r\n", 400, "bad header line"),
+        (b"GET\r\n\r\n", 400, "bad first line"),
+        (b"GET /info HTTP/2.0\r\n\r\n", 505, "unsupported protocol 'HTTP/2.0'"),
+        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400, "both"),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n", 400, "bad Content-Length"),
+        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "bad chunk size"),
+        (b"GET /info HTTP/1.1\r\nX-Big: " + b"x" * 70000 + b"\r\n\r\n", 431, "message head over"),
+    ],
+)
+@loop_test(10)
+async def test_malformed_requests_are_refused_and_closed(message: bytes, status: int, text: str) -> None:
+    router, backends = await setup({"v1": 1})
+    reader, writer = await raw_connection(router.port)
+    writer.write(message)
+    resp = await response(reader)
+    assert resp.status == status
+    assert text in resp.body.decode()
+    assert resp.header("connection") == "close"
+    assert await reader.read() == b""
+    writer.close()
+    await teardown(router, backends)
+
+
+@loop_test(10)
+async def test_idle_client_connections_are_closed_after_the_idle_timeout() -> None:
+    router, backends = await setup({"v1": 1}, idle_timeout=0.2)
+    reader, writer = await raw_connection(router.port)
+    for _ in range(3):  # activity keeps it open
+        writer.write(b"GET /status HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await response(reader)).status == 200
+        await asyncio.sleep(0.1)
+    writer.write(b"GET /slow?s=0.3 HTTP/1.1\r\nHost: test\r\n\r\n")  # a request longer than the timeout is not cut
+    assert (await response(reader)).status == 200
+    assert router.snapshot().client_connections == 1
+    assert await asyncio.wait_for(reader.read(), 1) == b""
+    assert router.snapshot().client_connections == 0
+    writer.close()
+    await teardown(router, backends)

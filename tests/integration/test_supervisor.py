@@ -33,6 +33,7 @@ from shipmate.targets.local.supervisor import (
     LaunchSpec,
     ProcessRegistry,
     Supervisor,
+    group_members,
     proc_stat,
 )
 
@@ -278,6 +279,30 @@ def test_a_killed_instance_is_restarted_and_ready_again(tmp_path: Path) -> None:
         assert after.last_exit_code == -signal.SIGKILL
         assert after.last_reason == "killed by SIGKILL"
         assert await asyncio.to_thread(get, after.port or 0, "/") == f"ok {after.pid}".encode()
+
+    run(body, tmp_path / "state", backoff=Backoff(initial=0.1))
+
+
+def test_a_killed_shell_wrapper_is_noticed_though_its_child_holds_the_pipes(tmp_path: Path) -> None:
+    """`run: python3 app.py` goes through /bin/sh -c, which forks the service as its child: when
+    the shell dies, the child still holds stdout and stderr. The supervisor must see the exit at
+    once, kill the rest of the group, and restart the instance."""
+
+    async def body(sup: Supervisor) -> None:
+        script = tmp_path / "service.py"
+        script.write_text(SERVICE, encoding="utf-8")
+        spec = replace(service(tmp_path, "api-0"), argv=("/bin/sh", "-c", f"{sys.executable} {script}; true"))
+        await sup.start(spec)
+        await sup.wait_ready(["api-0"], within=15)
+        shell = sup.instance("api-0").pid
+        assert shell is not None
+        children = [p.pid for p in group_members(shell) if p.pid != shell]
+        assert children, "the shell runs the service as its child"
+        os.kill(shell, signal.SIGKILL)
+        await until(lambda: sup.instance("api-0").restarts == 1, 10, "a restart")
+        await sup.wait_ready(["api-0"], within=15)
+        assert not any(running(p) for p in children), "the orphaned child was killed with its group"
+        assert sup.instance("api-0").pid not in {None, shell}
 
     run(body, tmp_path / "state", backoff=Backoff(initial=0.1))
 

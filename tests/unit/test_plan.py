@@ -145,3 +145,15 @@ def test_a_digest_pins_the_image_and_the_version_only_labels_it() -> None:
     worker = plan("dev", text).workload("worker")
     assert worker.image_ref == "docker.io/acme/worker@sha256:" + "a" * 64
     assert worker.tag == "7.1"
+
+
+def test_a_generic_addon_run_is_planned_as_given() -> None:
+    text = BASE.replace('  db: {kind: postgres, version: "16.2"}\n',
+                        '  db: {kind: postgres, version: "16.2"}\n'
+                        '  vector: {kind: generic, image: acme/vector:1, port: 8000, run: python3 stub.py}\n'
+                        '  cache: {kind: generic, image: acme/cache:1, port: 7000, run: [./cache, --fast]}\n')
+    assert text != BASE
+    by_name = {a.name: a for a in plan("dev", text).addons}
+    assert by_name["vector"].run == "python3 stub.py"
+    assert by_name["cache"].run == ("./cache", "--fast")
+    assert by_name["db"].run is None

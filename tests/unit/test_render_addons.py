@@ -187,3 +187,16 @@ def test_writable_is_only_for_generic_addons() -> None:
     text = SPEC.replace("pg: {kind: postgres}", "pg: {kind: postgres, writable: [/var/lib/extra]}")
     with pytest.raises(SpecError, match="writable is for kind: generic addons"):
         load_text(text, "shipmate.yaml", {})
+
+
+def test_run_of_a_generic_addon_is_local_only() -> None:
+    """`run` says how the local target runs the addon; Kubernetes and compose run the image, unchanged."""
+    text = SPEC.replace("writable: [/var/cache/search, /run/search]",
+                        "writable: [/var/cache/search, /run/search], run: python3 ../standin/standin.py")
+    assert text != SPEC
+    for env in ("dev", "prod"):
+        assert objects(env, text) == objects(env)
+    with_run = resolve(load_text(text, "shipmate.yaml", {}).for_env("dev"), "dev")
+    assert next(a for a in with_run.addons if a.name == "search").run == "python3 ../standin/standin.py"
+    assert compose.compose(with_run) == compose.compose(resolve(load_text(SPEC, "shipmate.yaml", {}).for_env("dev"),
+                                                                "dev"))

@@ -95,6 +95,28 @@ def test_choose_version_falls_back_only_when_the_wanted_version_has_no_instance(
     assert routing.newest(ORDER, {"v1"}) == "v1"
 
 
+@pytest.mark.parametrize(
+    ("weights", "order", "available"),
+    [
+        ({"v1": 95, "v2": 5}, ORDER, {"v1", "v2"}),
+        ({"v1": 95, "v2": 5}, ORDER, {"v1"}),
+        ({"v1": 95, "v2": 5}, ORDER, {"v2"}),
+        ({"v1": 100, "v2": 0}, ORDER, {"v2"}),
+        ({"v1": 50, "v2": 50}, ORDER, {"v1", "v3"}),
+        ({"v1": 1, "v2": 2, "v3": 1}, ["v3", "v2", "v1"], {"v1", "v3"}),
+        ({"v1": 1, "v4": 1}, ORDER, {"v1", "v2", "v4"}),  # a weighted version missing from the order
+        ({}, ORDER, {"v1", "v2"}),
+        ({"v1": 100}, ORDER, set()),
+    ],
+)
+def test_split_chooses_what_choose_version_chooses(
+    weights: dict[str, float], order: list[str], available: set[str]
+) -> None:
+    split = routing.split(weights, order, available)
+    for point in [i / 1000 for i in range(1000)] + [0.05, 0.25, 0.5, 1 - 1e-12]:
+        assert split.choose(point) == routing.choose_version(point, weights, order, available), point
+
+
 def test_rendezvous_moves_only_the_keys_of_a_removed_instance() -> None:
     ids = ["a", "b", "c", "d"]
     first = {k: routing.rendezvous(k, ids)[0] for k in KEYS}

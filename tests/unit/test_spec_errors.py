@@ -137,6 +137,13 @@ CASES = [
          12, 81, "'cache' must be an absolute directory path", "addons.chroma.writable[1]"),
     Case("writable-of-a-built-in-kind", edit("{kind: postgres}", "{kind: postgres, writable: [/run/x]}"),
          11, 24, "writable is for kind: generic addons", "addons.db.writable"),
+    Case("run-of-a-built-in-kind", edit("{kind: postgres}", "{kind: postgres, run: ./pg.sh}"),
+         11, 24, "run is for kind: generic addons; the local target runs kind: postgres from this machine's "
+         "own binaries", "addons.db.run"),
+    Case("empty-run-of-a-generic-addon",
+         edit("  db: {kind: postgres}\n",
+              "  db: {kind: postgres}\n  chroma: {kind: generic, image: acme/chroma:1, port: 8000, run: []}\n"),
+         12, 61, "run needs a command", "addons.chroma.run"),
     # --- wrong types ---------------------------------------------------------------------------
     Case("replicas-not-a-number", service("    replicas: many\n"), 10, 5, "valid integer",
          "services.api.replicas"),

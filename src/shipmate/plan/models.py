@@ -144,6 +144,7 @@ class AddonPlan:
     config: tuple[tuple[str, str], ...]
     users: tuple[str, ...]
     writable: tuple[str, ...] = ()  # more writable directories (generic addons), beyond the kind's own
+    run: str | tuple[str, ...] | None = None  # generic addons: the command on the local target; not rendered
 
     @property
     def password_secret(self) -> str:
@@ -158,6 +159,11 @@ class SecretPlan:
     remote_property: str | None
     rotation_interval: float | None
     rotation_grace: float
+    generate_type: str | None = None  # source generate: its type and length
+    generate_length: int | None = None
+    from_addon: str | None = None  # source from: the addon and which of its connection values
+    from_key: Literal["url", "password", "username", "host"] | None = None
+    external_provider: str | None = None  # source external: vault, aws, gcp or azure
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,7 @@ def _addon(name: str, addon: spec.Addon, app: spec.AppSpec) -> AddonPlan:
         databases=tuple(addon.databases), external=addon.external, resources=_resources(addon.resources),
         run_as_user=uid, config=tuple(sorted((k, _config_value(v)) for k, v in addon.config.items())),
         users=users, writable=tuple(addon.writable),
+        run=tuple(addon.run) if isinstance(addon.run, list) else addon.run,
     )
 
 
@@ -275,6 +276,11 @@ def _secret(name: str, secret: spec.SecretSpec, app: str, environment: str) -> S
         name=name, source=source, remote_key=key, remote_property=prop,  # type: ignore[arg-type]
         rotation_interval=parse_duration(rotation.interval) if rotation and rotation.interval else None,
         rotation_grace=parse_duration(rotation.grace) if rotation else 600.0,
+        generate_type=secret.generate.type if secret.generate else None,
+        generate_length=secret.generate.length if secret.generate else None,
+        from_addon=secret.from_.addon if secret.from_ else None,
+        from_key=secret.from_.key if secret.from_ else None,
+        external_provider=secret.external.provider if secret.external else None,
     )
 
 

@@ -299,11 +299,21 @@ class Addon(Model):
         default_factory=list,
         description="kind: generic only: more directories the image writes (besides /data and /tmp), "
                     "each an emptyDir under a read-only root file system")
+    run: str | list[str] | None = Field(
+        default=None,
+        description="kind: generic only: the command that runs it on the local target (a string goes through "
+                    "/bin/sh -c), in the spec's directory, with its config, PORT, DATA_DIR and PASSWORD_FILE in "
+                    "its environment; Kubernetes runs the image instead")
 
     @model_validator(mode="after")
     def _consistent(self) -> Addon:
         if self.kind == "generic" and (self.image is None or self.port is None):
             raise ValueError("a generic addon needs an image and a port")
+        if self.run is not None and self.kind != "generic":
+            raise _within(("run",), f"run is for kind: generic addons; the local target runs kind: {self.kind} "
+                                    "from this machine's own binaries")
+        if self.run is not None and not (self.run.strip() if isinstance(self.run, str) else self.run):
+            raise _within(("run",), "run needs a command, e.g. run: python3 ./chroma_stub.py")
         if self.writable and self.kind != "generic":
             raise _within(("writable",), f"writable is for kind: generic addons; kind: {self.kind} "
                                          "already has the directories it writes")

@@ -6,10 +6,10 @@ classes' sessions directly. No I/O here.
 
 from __future__ import annotations
 
-from sqlalchemy import Integer, String, UniqueConstraint
+from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 
 class Base(DeclarativeBase):
@@ -33,6 +33,23 @@ class EnvironmentRow(Base):
     release: Mapped[int | None] = mapped_column(Integer, nullable=True)
     supervisor_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[float] = mapped_column(default=0.0)
+    # added in schema 2: what the supervisor is doing and why (starting, ready, failed, stopping, stopped)
+    phase: Mapped[str] = mapped_column(String(16), default="stopped")
+    message: Mapped[str] = mapped_column(String(4000), default="")
+    spec_file: Mapped[str] = mapped_column(String(4096), default="")
+    metrics_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ServiceRow(Base):
+    """One service of an environment on the local target: its version and its router's stable port."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("environment", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(63), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[str] = mapped_column(String(128))
+    router_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class InstanceRow(Base):
@@ -65,3 +82,45 @@ class AddonRow(Base):
     port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ready: Mapped[bool] = mapped_column(default=False)
+
+
+class ReleaseRow(Base):
+    """One immutable release of an environment (added in schema 3); `data` is its JSON (release.codec)."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("environment", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(63), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(default=0.0)
+    data: Mapped[str] = mapped_column(Text)
+
+
+class RolloutRow(Base):
+    """One rollout (added in schema 3): its state as JSON, rewritten before and after every step, and
+    the request a person made (promote, pause, resume, abort) for the engine to act on."""
+
+    __tablename__ = "rollouts"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(63), index=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(default=0.0)
+    updated_at: Mapped[float] = mapped_column(default=0.0)
+    data: Mapped[str] = mapped_column(Text)
+    request: Mapped[str] = mapped_column(String(32), default="")
+
+
+class SecretRow(Base):
+    """One version of one secret of an environment: `sealed` is its envelope (shipmate.secrets.crypto,
+    canonical JSON), never the value; `state` is current, previous (still delivered during its grace
+    period) or retired. A new table, so `create_all` adds it to an older store without a schema bump."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("environment", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(63), index=True)
+    name: Mapped[str] = mapped_column(String(253))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(default=0.0)
+    state: Mapped[str] = mapped_column(String(16), default="current")
+    sealed: Mapped[str] = mapped_column(Text)

@@ -43,8 +43,10 @@ import secrets as _random
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +65,7 @@ ConnectionKey = Literal["url", "password", "username", "host"]
 # Where Debian puts the binaries that are not on a plain user's PATH, searched after PATH.
 _EXTRA_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 _POSTGRES_DIRS = "/usr/lib/postgresql"
+_SOCKET_DIR_MAX = 80  # leaves room for a socket's own name (".s.PGSQL.65535.lock", "mysqld.sock")
 _RABBITMQ_DIR = "/usr/lib/rabbitmq/bin"  # the real scripts; /usr/sbin's wrapper switches to the rabbitmq user
 
 
@@ -118,7 +121,7 @@ def _alive(pid: int, started: int | None = None) -> bool:
     return now is not None and (started is None or now == started)
 
 
-def _http_status(url: str, timeout: float = 2.0) -> int | None:
+def http_status(url: str, timeout: float = 2.0) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URLs we built
             return int(response.status)
@@ -167,6 +170,26 @@ class Addon(ABC):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def socket_dir(self) -> Path:
+        """Where the server's Unix sockets go: `run/`, unless its path is too long for a socket
+        address (the kernel takes 107 bytes), as under a deep project or test directory; then a
+        private directory `/tmp/shipmate-<hash of the addon's home>` (0700, checked to be ours)."""
+        if len(str(self.run_dir)) <= _SOCKET_DIR_MAX:
+            return self.run_dir
+        digest = hashlib.sha256(str(self.home.absolute()).encode()).hexdigest()[:16]
+        short = Path(tempfile.gettempdir()) / f"shipmate-{digest}"
+        owner = self.run_dir.stat()
+        try:
+            short.mkdir(mode=0o700)
+            os.chown(short, owner.st_uid, owner.st_gid)
+        except FileExistsError:
+            pass
+        found = short.lstat()
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != owner.st_uid or found.st_mode & 0o077:
+            raise AddonFailed(f"{short} exists but is not a private directory of this user; remove it")
+        return short
 
     @property
     def log_file(self) -> Path:
@@ -351,6 +374,8 @@ class Addon(ABC):
     def purge(self) -> None:
         """Stop the server and remove its data, configuration, password and logs."""
         self.stop()
+        if self.run_dir.exists() and self.socket_dir != self.run_dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
         shutil.rmtree(self.home, ignore_errors=True)
 
     def _run(self, command: Sequence[str], *, env: Mapping[str, str] | None = None, what: str,
@@ -419,10 +444,6 @@ class Postgres(Addon):
     @property
     def database(self) -> str:
         return self.plan.databases[0] if self.plan.databases else "postgres"
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.run_dir
 
     def _unprivileged(self, command: list[str]) -> list[str]:
         """PostgreSQL refuses to run as root: then run it as an ordinary user of a user namespace."""
@@ -536,7 +557,7 @@ class MariaDB(Addon):
 
     def _command(self) -> list[str]:
         return [self.binary("mariadbd"), "--no-defaults", f"--datadir={self.data_dir}", f"--port={self.port}",
-                "--bind-address=127.0.0.1", f"--socket={self.run_dir / 'mysqld.sock'}",
+                "--bind-address=127.0.0.1", f"--socket={self.socket_dir / 'mysqld.sock'}",
                 f"--pid-file={self.run_dir / 'mariadbd.pid'}", f"--init-file={self._init_file}",
                 "--skip-name-resolve", "--innodb-buffer-pool-size=64M", *self._as_root()]
 
@@ -633,7 +654,7 @@ class Nats(Addon):
         return [self.binary("nats-server"), "-c", str(self.run_dir / "nats.conf")]
 
     def ready(self) -> bool:
-        return _http_status(f"http://{LOOPBACK}:{self.monitor_port}/healthz") == 200
+        return http_status(f"http://{LOOPBACK}:{self.monitor_port}/healthz") == 200
 
     def connection(self) -> Connection:
         port = self._require_port()
@@ -796,7 +817,7 @@ class Prometheus(Addon):
                 "--web.enable-lifecycle"]
 
     def ready(self) -> bool:
-        return _http_status(f"http://{LOOPBACK}:{self.port}/-/ready") == 200
+        return http_status(f"http://{LOOPBACK}:{self.port}/-/ready") == 200
 
     def connection(self) -> Connection:
         port = self._require_port()
@@ -806,32 +827,55 @@ class Prometheus(Addon):
 # --- generic -----------------------------------------------------------------------------------
 
 class Generic(Addon):
-    """An addon known only by its image: it runs locally only when given a command to run."""
+    """An addon known only by its image: it runs locally only when given a command to run (the spec's
+    `run`), e.g. a stand-in that speaks enough of the image's protocol for the services using it."""
 
     kind = "generic"
 
     def __init__(self, plan: AddonPlan, state_dir: Path | str, *, path: str | None = None,
-                 run: Sequence[str] = ()) -> None:
-        """`run` is the command line; it gets PORT (and DATA_DIR) in its environment."""
+                 run: Sequence[str] = (), workdir: Path | str | None = None) -> None:
+        """`run` is the command line; it gets the addon's config, PORT, DATA_DIR and PASSWORD_FILE in
+        its environment. `workdir` is the directory it runs in (the spec's directory, so that a
+        relative path in `run` means what it means for a service); default the addon's own home."""
         super().__init__(plan, state_dir, path=path)
         self._run_command = tuple(run)
+        self._workdir = None if workdir is None else Path(workdir).absolute()  # the server starts elsewhere
 
     def check_binaries(self) -> None:
         if not self._run_command:
             raise UserError(f"{self.name} (generic): a generic addon runs locally only with a `run` command; "
                             f"its image {self.plan.image} needs a container runtime, which the local target "
                             "does not have. Mark the addon external, or give it a command to run")
-        self.binary(self._run_command[0])
+        if self._workdir is not None and not self._workdir.is_dir():
+            raise UserError(f"{self.name} (generic): no directory {self._workdir} to run `run` in")
+        self._program()
+
+    def _program(self) -> str:
+        """The absolute path of the program: a name is looked up on the search path, a relative path
+        (`./bin/stub`) is taken from the working directory."""
+        program = self._run_command[0]
+        if "/" not in program:
+            return self.binary(program)
+        found = Path(program) if self._workdir is None else self._workdir / program
+        if not (found.is_file() and os.access(found, os.X_OK)):
+            raise MissingBinary(f"{self.name} (generic): {found} is not an executable file")
+        return str(found)
 
     def _prepare(self) -> None:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
 
     def _environment(self) -> dict[str, str]:
-        return super()._environment() | {"PORT": str(self.port), "DATA_DIR": str(self.data_dir),
-                                         "PASSWORD_FILE": str(self.password_file)}
+        # The config first, as the container's environment on Kubernetes; shipmate's own names win.
+        return super()._environment() | dict(self.plan.config) | {
+            "PORT": str(self.port), "DATA_DIR": str(self.data_dir), "PASSWORD_FILE": str(self.password_file)}
 
     def _command(self) -> list[str]:
-        return [self.binary(self._run_command[0]), *self._run_command[1:]]
+        argv = [self._program(), *self._run_command[1:]]
+        if self._workdir is None:
+            return argv
+        # Every addon starts in its home; this one moves to its working directory first, and `exec`
+        # leaves no wrapper shell behind (a `run` string's own shell may stay: see stop()).
+        return ["/bin/sh", "-c", 'cd -- "$0" && exec "$@"', str(self._workdir), *argv]
 
     def ready(self) -> bool:
         sock = self._tcp()
@@ -840,9 +884,41 @@ class Generic(Addon):
         sock.close()
         return True
 
+    def stop(self, grace: float = 30.0) -> None:
+        """Ask the whole process group to stop and give it `grace` seconds, then SIGKILL what is left:
+        a `run` string's shell (dash does not exec its last command) would otherwise die at once and
+        take the command's graceful exit with it. The supervisor stops services the same way."""
+        pid = self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, self.stop_signal)  # its own session: the group is the leader's pid
+            deadline = time.monotonic() + grace
+            while _group_alive(pid) and time.monotonic() < deadline:
+                if self._proc is not None and self._proc.pid == pid:
+                    self._proc.poll()  # reap the leader, so that it does not linger as a zombie
+                time.sleep(0.05)
+            if _group_alive(pid):  # only then: an emptied group's id may already be someone else's
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        super().stop(grace)
+
     def connection(self) -> Connection:
         port = self._require_port()
         return Connection(LOOPBACK, port, "", self.password, f"tcp://{LOOPBACK}:{port}")
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of group `pgid` runs (zombies do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text(encoding="ascii", errors="replace").rsplit(")", 1)[-1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 _KINDS: dict[str, type[Addon]] = {
@@ -851,11 +927,17 @@ _KINDS: dict[str, type[Addon]] = {
 }
 
 
-def addon_for(plan: AddonPlan, state_dir: Path | str, *, path: str | None = None) -> Addon:
-    """The local addon for a plan's addon. External addons are not run here: the caller skips them."""
+def addon_for(plan: AddonPlan, state_dir: Path | str, *, path: str | None = None,
+              base_dir: Path | str | None = None) -> Addon:
+    """The local addon for a plan's addon. External addons are not run here: the caller skips them.
+    `base_dir` is the spec's directory: a generic addon's `run` runs there (as a service's does), so
+    `run: python3 ../standin/standin.py` means the same for both."""
     try:
         cls = _KINDS[plan.kind]
     except KeyError:
         raise UserError(f"{plan.name}: the local target cannot run addons of kind {plan.kind!r} "
                         f"(it runs {', '.join(sorted(_KINDS))})") from None
+    if cls is Generic:
+        run: tuple[str, ...] = ("/bin/sh", "-c", plan.run) if isinstance(plan.run, str) else tuple(plan.run or ())
+        return Generic(plan, state_dir, path=path, run=run, workdir=base_dir)
     return cls(plan, state_dir, path=path)

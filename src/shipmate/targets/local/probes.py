@@ -15,7 +15,10 @@ before startup passed); `failureThreshold` consecutive failures of startup or li
 instance must be restarted (`alive` becomes false, for good); readiness flips to ready after
 `successThreshold` consecutive successes and back after `failureThreshold` consecutive failures.
 With no readiness probe an instance is ready once started; with no liveness probe it is alive while
-its process runs.
+its process runs. One local difference: until a new process has been ready once, a failed readiness
+probe is retried after `FIRST_READY_POLL` seconds rather than a whole period, so that `up` and a
+rollout do not wait ten seconds for a process that was listening a moment after the first try
+(readiness only gates traffic, so probing sooner changes no outcome, only its timing).
 
 Called by the supervisor (one `Prober` per running process). It must not restart or signal the
 instance itself: it only reports; the supervisor acts.
@@ -38,6 +41,7 @@ from shipmate.plan.models import ProbePlan
 
 Kind = Literal["startup", "readiness", "liveness"]
 KINDS: tuple[Kind, ...] = ("startup", "readiness", "liveness")
+FIRST_READY_POLL = 0.1  # seconds between readiness probes until a new process is first ready
 
 
 # --- the pure state machine ---------------------------------------------------------------------
@@ -81,6 +85,7 @@ class Health:
     ready: bool
     alive: bool
     reason: str = ""  # why not alive (or, while alive, why not ready)
+    been_ready: bool = False  # ready at least once since the process started
 
     def probe(self, kind: Kind) -> ProbeState | None:
         state: ProbeState | None = getattr(self, kind)
@@ -103,8 +108,9 @@ def begin(now: float, *, startup: Timings | None = None, readiness: Timings | No
         return None if t is None else ProbeState(timings=t, next_due=now + t.initial_delay)
 
     started = startup is None
+    ready = started and readiness is None
     return Health(started_at=now, startup=state(startup), readiness=state(readiness), liveness=state(liveness),
-                  started=started, ready=started and readiness is None, alive=True,
+                  started=started, ready=ready, been_ready=ready, alive=True,
                   reason="" if started else "waiting for the startup probe")
 
 
@@ -142,14 +148,18 @@ def observe(health: Health, kind: Kind, ok: bool, now: float, message: str = "")
         state = replace(state, successes=state.successes + 1, failures=0, last_message="")
     else:
         state = replace(state, successes=0, failures=state.failures + 1, last_message=message)
-    state = replace(state, next_due=now + t.period)
+    period = t.period
+    if kind == "readiness" and not ok and not health.been_ready:
+        period = min(period, FIRST_READY_POLL)  # a process coming up is probed briskly until first ready
+    state = replace(state, next_due=now + period)
     health = _with(health, kind, state)
     if kind == "startup":
         if ok:  # the startup probe's success threshold is always 1
             for later in ("readiness", "liveness"):
                 if (other := health.probe(later)) is not None:
                     health = _with(health, later, replace(other, next_due=max(other.next_due, now)))
-            health = replace(health, started=True, ready=health.readiness is None, reason="")
+            no_readiness = health.readiness is None
+            health = replace(health, started=True, ready=no_readiness, been_ready=no_readiness, reason="")
         elif state.failures >= t.failure_threshold:
             health = replace(health, alive=False, ready=False,
                              reason=f"startup probe failed {state.failures} times: {message}")
@@ -158,7 +168,7 @@ def observe(health: Health, kind: Kind, ok: bool, now: float, message: str = "")
             health = replace(health, alive=False, ready=False,
                              reason=f"liveness probe failed {state.failures} times: {message}")
     elif ok and state.successes >= t.success_threshold:
-        health = replace(health, ready=True, reason="")
+        health = replace(health, ready=True, been_ready=True, reason="")
     elif not ok and state.failures >= t.failure_threshold:
         health = replace(health, ready=False, reason=f"readiness probe failed: {message}")
     elif not ok and not health.ready:

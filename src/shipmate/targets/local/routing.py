@@ -1,8 +1,9 @@
 """Where the local router sends a request: versions by weight, sticky keys, instances by rendezvous.
 
-Called by `shipmate.targets.local.router` for every request, and by tests with plain values. Every
-decision here is a pure function of its arguments: this module must not do I/O, read a clock or
-draw random numbers (the router passes the random point in).
+Called by `shipmate.targets.local.router` (a `Split` each time its weights or instances change,
+the rest for every request), and by tests with plain values. Every decision here is a pure function
+of its arguments: this module must not do I/O, read a clock or draw random numbers (the router
+passes the random point in).
 
 The layout that makes canaries monotonic: a request gets a point in [0, 1), from the hash of its
 sticky key or from a random draw. The versions share [0, 1) in order, newest first, each taking a
@@ -130,10 +131,45 @@ def choose_version(
     wanted = version_at(point, weights, order)
     if wanted in ready:
         return wanted
+    return _fallback(weights, order, ready)
+
+
+def _fallback(weights: Mapping[str, float], order: Sequence[str], ready: set[str]) -> str:
+    """Where a request goes when the version its point falls in has no instance to take it."""
     weighted = [v for v in ready if weights.get(v, 0) > 0]
     if weighted:
         return max(weighted, key=lambda v: (weights[v], -_rank(v, order)))
     return min(ready, key=lambda v: (_rank(v, order), v))
+
+
+@dataclass(frozen=True)
+class Split:
+    """`choose_version` worked out once for given weights, order and available versions.
+
+    The router keeps one until its weights or instances change, so choosing a version for a
+    request is a scan of a few spans instead of a new layout. `spans` are the layout's spans, each
+    with the version a point in it gets (its own, or the fallback when its own is unavailable).
+    """
+
+    spans: tuple[tuple[str, float, float], ...]
+    fallback: str | None
+
+    def choose(self, point: float) -> str | None:
+        """The same answer as `choose_version(point, weights, order, available)`."""
+        for version, start, end in self.spans:
+            if start <= point < end:
+                return version
+        return self.fallback
+
+
+def split(weights: Mapping[str, float], order: Sequence[str], available: Iterable[str]) -> Split:
+    """The `Split` of weights, order (newest first) and the versions that have an instance to take requests."""
+    ready = set(available)
+    if not ready:
+        return Split((), None)
+    fallback = _fallback(weights, order, ready)
+    spans = tuple((v if v in ready else fallback, start, end) for v, start, end in layout(weights, order))
+    return Split(spans, fallback)
 
 
 def newest(order: Sequence[str], available: Iterable[str]) -> str | None:

@@ -12,7 +12,9 @@ What it does, per instance (`LaunchSpec`, built from a plan `Workload` by `launc
   new session (so its own process group), with a small base environment (PATH, HOME, locale...),
   the non-secret config, env-delivered secrets (only those the spec asks for as env, like the
   Kubernetes output does), `PORT` (the instance's own free port; `PORT_<NAME>` for each declared
-  port), `APP_VERSION`, `SHIPMATE_INSTANCE`, `SHIPMATE_SECRETS_DIR` and `SHIPMATE_CONFIG_DIR`;
+  port), `APP_VERSION`, `SHIPMATE_INSTANCE`, `SHIPMATE_SERVICE`, `SHIPMATE_SECRETS_DIR` and
+  `SHIPMATE_CONFIG_DIR`; when shipmate runs in a virtualenv, its `bin` comes first on PATH (so that
+  `run: python3 -m app` finds the packages installed beside shipmate);
   a config file declared at `/etc/app/x.yaml` is at `$SHIPMATE_CONFIG_DIR/etc/app/x.yaml`;
 - captures stdout and stderr line by line into `<state>/logs/<id>.log`, each line prefixed with
   time, instance id and stream, and keeps the last lines in memory for error messages;
@@ -50,9 +52,10 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TextIO
@@ -127,6 +130,29 @@ def launch_spec(workload: Workload, *, instance_id: str, base_dir: Path, secret_
         config_files=tuple((path, content.encode()) for path, content in workload.config_files),
         secret_files=tuple((m.file, secret_values[m.secret]) for m in workload.file_secrets),
     )
+
+
+def instance_environment(spec: LaunchSpec, *, primary_port: int | None, port_names: Mapping[str, int],
+                         directory: Path) -> dict[str, str]:
+    """The environment of an instance's processes (and of `shipmate exec` into it). It holds the
+    env-delivered secrets: never log it."""
+    env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+    if sys.prefix != sys.base_prefix:  # shipmate runs in a virtualenv: so do its Python services
+        env["PATH"] = os.pathsep.join([str(Path(sys.prefix) / "bin"), env.get("PATH", os.defpath)])
+        env["VIRTUAL_ENV"] = sys.prefix
+    env["PYTHONUNBUFFERED"] = "1"  # so that a Python service's log lines arrive as they are written
+    env.update(spec.env)
+    env.update((k, v.decode("utf-8", "surrogateescape")) for k, v in spec.secret_env)
+    if primary_port is not None:
+        env["PORT"] = str(primary_port)
+    for name, port in port_names.items():
+        env[f"PORT_{name.upper().replace('-', '_')}"] = str(port)
+    env["APP_VERSION"] = spec.version
+    env["SHIPMATE_INSTANCE"] = spec.id
+    env["SHIPMATE_SERVICE"] = spec.service
+    env["SHIPMATE_SECRETS_DIR"] = str(directory / "secrets")
+    env["SHIPMATE_CONFIG_DIR"] = str(directory / "config")
+    return env
 
 
 @dataclass(frozen=True)
@@ -328,10 +354,20 @@ class _Instance:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     log_file: TextIO | None = None
+    notified: tuple[str, bool, bool] | None = None  # (state, ready, alive) last told to on_change
 
     @property
     def primary_port(self) -> int | None:
         return self.ports[self.spec.ports[0][1]] if self.spec.ports else None
+
+
+async def _exit_code(proc: asyncio.subprocess.Process) -> int:
+    """The exit code, as soon as the process has exited. Not `proc.wait()`: on Python 3.11 that
+    returns only once the process's pipes are closed too, which a child of a `/bin/sh -c` (or any
+    process of the group) can keep open after the main process died."""
+    while proc.returncode is None:  # noqa: ASYNC110 - the exit is only visible as returncode
+        await asyncio.sleep(_POLL)
+    return proc.returncode
 
 
 def _describe_exit(code: int) -> str:
@@ -350,11 +386,14 @@ class Supervisor:
     """Runs and watches instances; see the module docstring."""
 
     def __init__(self, state_dir: Path, *, backoff: Backoff | None = None, host: str = "127.0.0.1",
-                 log_lines: int = 100) -> None:
+                 log_lines: int = 100, on_change: Callable[[InstanceObservation], None] | None = None) -> None:
+        """`on_change` is called on the loop, at once, whenever an instance's state, readiness or
+        liveness changes (the local target keeps its routers in step with it)."""
         self.state_dir = state_dir
         self.backoff = backoff or Backoff()
         self.host = host
         self.log_lines = log_lines
+        self.on_change = on_change
         self.registry = ProcessRegistry(state_dir / REGISTRY)
         self._instances: dict[str, _Instance] = {}
 
@@ -487,20 +526,21 @@ class Supervisor:
             for directory, contents in by_dir.items():
                 files.deliver(root / directory if directory else root, contents)
 
+    def _notify(self, inst: _Instance) -> None:
+        if self.on_change is None:
+            return
+        obs = self._observation(inst)
+        key = (obs.state, obs.ready, obs.alive)
+        if key != inst.notified:
+            inst.notified = key
+            try:
+                self.on_change(obs)
+            except Exception:  # a watcher's bug must not stop the instance being supervised
+                log.exception("on_change failed for instance %s", obs.id)
+
     def _environment(self, inst: _Instance) -> dict[str, str]:
-        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
-        env["PYTHONUNBUFFERED"] = "1"  # so that a Python service's log lines arrive as they are written
-        env.update(inst.spec.env)
-        env.update((k, v.decode("utf-8", "surrogateescape")) for k, v in inst.spec.secret_env)
-        if inst.primary_port is not None:
-            env["PORT"] = str(inst.primary_port)
-        for name, port in inst.port_names.items():
-            env[f"PORT_{name.upper().replace('-', '_')}"] = str(port)
-        env["APP_VERSION"] = inst.spec.version
-        env["SHIPMATE_INSTANCE"] = inst.spec.id
-        env["SHIPMATE_SECRETS_DIR"] = str(inst.directory / "secrets")
-        env["SHIPMATE_CONFIG_DIR"] = str(inst.directory / "config")
-        return env
+        return instance_environment(inst.spec, primary_port=inst.primary_port, port_names=inst.port_names,
+                                    directory=inst.directory)
 
     async def _run(self, inst: _Instance, launched: asyncio.Event) -> None:
         consecutive = 0
@@ -522,6 +562,7 @@ class Supervisor:
                 consecutive = 1 if time.monotonic() - began >= self.backoff.reset_after else consecutive + 1
                 inst.backoff_seconds = self.backoff.delay(consecutive)
                 inst.state = "backoff"
+                self._notify(inst)
                 self._log_line(inst, "shipmate", f"{inst.last_reason}; restarting in {inst.backoff_seconds:g}s")
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(inst.backoff_seconds):
@@ -531,6 +572,7 @@ class Supervisor:
         finally:
             launched.set()
             inst.state = "stopped"
+            self._notify(inst)
             if inst.log_file is not None:
                 inst.log_file.close()
                 inst.log_file = None
@@ -556,29 +598,33 @@ class Supervisor:
             inst.health = health
             if inst.state == "starting" and health.started:
                 inst.state = "running"
+            self._notify(inst)
 
         prober = Prober(ProbeTarget(host=self.host, ports=inst.ports, primary_port=inst.primary_port,
                                     env=env, cwd=spec.workdir),
                         startup=spec.startup, readiness=spec.readiness, liveness=spec.liveness,
                         on_change=changed, tracker=self.registry)
         probing = asyncio.create_task(prober.run())
-        exited = asyncio.create_task(proc.wait())
+        exited = asyncio.create_task(_exit_code(proc))
         stopped = asyncio.create_task(inst.stopping.wait())
         try:
             await asyncio.wait({probing, exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
             reason = ""
+            self._notify(inst)  # a process that died is out of the router before anything else
             if exited.done():
                 self._kill_group(proc.pid, signal.SIGKILL)  # what the main process left behind
             elif probing.done() and not probing.cancelled():
                 inst.state = "stopping"
+                self._notify(inst)
                 reason = probing.result().reason
                 self._log_line(inst, "shipmate", f"{reason}; stopping the process")
                 await self._terminate(inst, proc)
             else:
                 inst.state = "stopping"
+                self._notify(inst)
                 reason = "stopped"
                 await self._terminate(inst, proc)
-            code = await proc.wait()
+            code = await _exit_code(proc)
         finally:
             for task in (probing, stopped, exited):
                 task.cancel()
@@ -586,7 +632,7 @@ class Supervisor:
                 await asyncio.gather(probing, stopped, exited, return_exceptions=True)
             if proc.returncode is None:  # cancelled: never leave the group running
                 self._kill_group(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                await _exit_code(proc)
             await self._drain(pumps)
             self.registry.reaped(proc.pid)
         inst.last_exit_code = code
@@ -605,7 +651,7 @@ class Supervisor:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_POLL):
-                    await proc.wait()
+                    await _exit_code(proc)
         if group_members(pgid) or proc.returncode is None:
             self._log_line(inst, "shipmate", f"still running after {inst.spec.grace_seconds:g}s: SIGKILL")
             self._kill_group(pgid, signal.SIGKILL)
