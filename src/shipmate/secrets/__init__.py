@@ -1,0 +1,1 @@
+"""Secrets: generating values now; the encrypted, versioned store and rotation build on it."""
