@@ -18,13 +18,13 @@ $(STAMP): pyproject.toml requirements.lock
 system-deps:
 	@bash scripts/system-deps.sh
 
-## demo: render the cyber-werewolves example in every format and take a short tour
-demo: $(STAMP)
+## demo: render cyber-werewolves in every format, bring it up locally, play a game, shut it down (KEEP=1 stays up)
+demo: $(STAMP) system-deps
 	@bash scripts/demo.sh $(BIN) $(DEMO_OUT)
 
 ## lint: ruff, mypy --strict and the import contracts
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples scripts
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 

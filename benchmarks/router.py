@@ -131,6 +131,7 @@ class Result:
     requests: int
     seconds: float
     latencies: list[float]
+    proxy_cpu: float | None = None  # CPU seconds the proxy process used for these requests
 
     @property
     def rate(self) -> float:
@@ -204,6 +205,12 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -293,15 +300,22 @@ def run(args: argparse.Namespace) -> str:
             procs.append(subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL))
             wait_port(haproxy_port, procs[-1])
             paths = {"direct to the backend": backend_port, "shipmate router": router_port, "HAProxy": haproxy_port}
+            proxies = {"shipmate router": procs[1].pid, "HAProxy": procs[2].pid}
             results: dict[str, tuple[Result, Result]] = {}
             for name, port in paths.items():
                 # Alternate rounds would be fairer to drift; one round each keeps the run short.
                 rated = asyncio.run(paced(port, args.rate, args.paced_requests, args.connections))
+                proxy = proxies.get(name)
+                before = cpu_seconds(proxy) if proxy else 0.0
                 flat = asyncio.run(unthrottled(port, args.requests, args.connections))
+                if proxy:
+                    # Less at the mercy of other jobs than req/s: what the proxy itself spent per request.
+                    flat.proxy_cpu = cpu_seconds(proxy) - before
                 results[name] = (rated, flat)
                 print(
                     f"{name}: paced p50 {ms(rated.quantile(0.5))} p99 {ms(rated.quantile(0.99))}; "
-                    f"unthrottled {flat.rate:,.0f} req/s p50 {ms(flat.quantile(0.5))} p99 {ms(flat.quantile(0.99))}",
+                    f"unthrottled {flat.rate:,.0f} req/s p50 {ms(flat.quantile(0.5))} p99 {ms(flat.quantile(0.99))}"
+                    f" proxy CPU {per_request(flat)}/req",
                     file=sys.stderr,
                 )
         finally:
@@ -327,7 +341,7 @@ def report(
     for name, (rated, flat) in results.items():
         rows.append(
             f"| {name} | {ms(rated.quantile(0.5))} | {ms(rated.quantile(0.99))} | {flat.rate:,.0f} | "
-            f"{ms(flat.quantile(0.5))} | {ms(flat.quantile(0.99))} |"
+            f"{ms(flat.quantile(0.5))} | {ms(flat.quantile(0.99))} | {per_request(flat)} |"
         )
     today = datetime.now(UTC).date().isoformat()
     met = "**missed**" if added_p99 >= 0.002 else "met" if added_p99 >= 0 else "inconclusive (direct was slower)"
@@ -345,10 +359,12 @@ generator (asyncio, keep-alive connections). Paced: {args.paced_requests:,} requ
 req/s, open loop over {args.connections} connections, latency from sending a request to its last
 byte. Unthrottled: {args.requests:,} requests, back to back on {args.connections} connections.
 The machine's two cores are shared by the load generator, the backend and the proxy, so the
-unthrottled figures are what the three of them reach together, not the proxy alone.
+unthrottled figures are what the three of them reach together, not the proxy alone. The last
+column is the CPU time (user + system, from /proc) the proxy process spent per request in the
+unthrottled run: it depends much less than req/s on what else the machine is doing.
 
-| path | paced p50 | paced p99 | unthrottled req/s | unthrottled p50 | unthrottled p99 |
-| --- | ---: | ---: | ---: | ---: | ---: |
+| path | paced p50 | paced p99 | unthrottled req/s | unthrottled p50 | unthrottled p99 | proxy CPU per request |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}
 
 {busy_note(before, after)}Goals:
@@ -356,6 +372,12 @@ unthrottled figures are what the three of them reach together, not the proxy alo
   vs {ms(direct[0].quantile(0.99))} direct, +{ms(added_p99)}; p50 +{ms(added_p50)}).
 - at least half of HAProxy's throughput: {met_share} ({router[1].rate:,.0f} vs {ha[1].rate:,.0f} req/s, {share:.0%}).
 """
+
+
+def per_request(result: Result) -> str:
+    if result.proxy_cpu is None:
+        return "-"
+    return f"{result.proxy_cpu / result.requests * 1e6:.1f} µs"
 
 
 def busy_note(before: float, after: float) -> str:

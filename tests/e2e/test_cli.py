@@ -351,7 +351,7 @@ def test_a_missing_spec_is_one_error_line_and_exit_2(cli: Cli, argv: tuple[str, 
     (("--output", "yaml", "validate"),
      ["error: Invalid value for '--output' / '-o': 'yaml' is not one of 'text', 'json'.", "try: shipmate --help"]),
     (("plan",), ["error: Missing option '--env' / '-e'.", "try: shipmate plan --help"]),
-    (("deploy",), ["error: No such command 'deploy'.", "try: shipmate --help"]),
+    (("launch",), ["error: No such command 'launch'.", "try: shipmate --help"]),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(cli: Cli, project: Path, workdir: Path,
                                                 argv: tuple[str, ...], expected: list[str]) -> None:

@@ -32,6 +32,14 @@ class Application:
     output: str = "text"
     color: bool = True
     verbose: int = 0
+    given_state_dir: Path | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        """`--state-dir`, else `.shipmate/` beside the spec file."""
+        if self.given_state_dir is not None:
+            return self.given_state_dir.absolute()
+        return self.file.absolute().parent / ".shipmate"
 
     def _console(self, stream: Any) -> Console:
         from rich.console import Console

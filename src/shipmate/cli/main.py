@@ -28,6 +28,17 @@ COMMANDS = {
     "plan": "shipmate.cli.plan",
     "render": "shipmate.cli.render",
     "scan": "shipmate.cli.scan",
+    "up": "shipmate.cli.local:up",
+    "down": "shipmate.cli.local:down",
+    "status": "shipmate.cli.local:status",
+    "logs": "shipmate.cli.local:logs",
+    "exec": "shipmate.cli.local:exec_",
+    "deploy": "shipmate.cli.release:deploy",
+    "rollback": "shipmate.cli.release:rollback",
+    "rollout": "shipmate.cli.release:rollout",
+    "history": "shipmate.cli.release:history_",
+    "diff": "shipmate.cli.release:diff",
+    "drill": "shipmate.cli.drill",
 }
 
 
@@ -38,10 +49,11 @@ class LazyGroup(click.Group):
         return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module = COMMANDS.get(cmd_name)
-        if module is None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
             return None
-        command = importlib.import_module(module).command
+        module, _, name = where.partition(":")
+        command = getattr(importlib.import_module(module), name or "command")
         return command if isinstance(command, click.Command) else None
 
 
@@ -52,14 +64,16 @@ class LazyGroup(click.Group):
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
               show_envvar=True, help="Output of read commands.")
 @click.option("--no-color", is_flag=True, default=False, show_envvar=True, help="Plain output without colour.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, show_envvar=True,
+              help="Where the local target and the store keep their state.  [default: .shipmate beside the spec]")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-vv for debug).")
 @click.version_option(__version__, prog_name="shipmate")
 @click.pass_context
-def cli(ctx: click.Context, file: Path, output: str, no_color: bool, verbose: int) -> None:
+def cli(ctx: click.Context, file: Path, output: str, no_color: bool, state_dir: Path | None, verbose: int) -> None:
     """shipmate: one shipmate.yaml, every environment, hardened Kubernetes output."""
     color = not no_color and "NO_COLOR" not in os.environ
     configure_logging(verbose)
-    ctx.obj = Application(file=file, output=output, color=color, verbose=verbose)
+    ctx.obj = Application(file=file, output=output, color=color, verbose=verbose, given_state_dir=state_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
