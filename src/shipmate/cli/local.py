@@ -445,10 +445,10 @@ async def _follow(app: Application, directory: Path, service: str | None, lines:
 def exec_(app: Application, service: str, command: tuple[str, ...], environment: str | None) -> None:
     """Run COMMAND with a service's environment, config and secret files (of its first instance):
     `shipmate exec api-server -- psql "$(cat $SHIPMATE_SECRETS_DIR/database-url)"`."""
+    from shipmate.secrets.providers import actor, secret_store
     from shipmate.store.db import Store
     from shipmate.targets.local import secret_values
     from shipmate.targets.local.control import env_dir, holder_pid
-    from shipmate.targets.local.runtime import local_addons
     from shipmate.targets.local.supervisor import instance_environment, launch_spec
 
     if command and command[0] == "--":
@@ -467,16 +467,16 @@ def exec_(app: Application, service: str, command: tuple[str, ...], environment:
     store = Store.open(app.state_dir)
     try:
         instances = [i for i in store.instances(environment) if i.service == service]
+        if not instances:
+            raise NotFound(f"service {service} has no instance running in {environment}")
+        first = instances[0]
+        secrets = secret_store(plan, store, state_dir=app.state_dir, base_dir=app.file.absolute().parent,
+                               actor=f"{actor()} (exec {service})")
+        delivered = secret_values.load(plan, secrets, sorted({m.secret for m in workload.secrets}))
     finally:
         store.close()
-    if not instances:
-        raise NotFound(f"service {service} has no instance running in {environment}")
-    first = instances[0]
-    connections = {a.name: a.connection() for a in local_addons(plan, root, prometheus=False)}
-    values = secret_values.resolve(plan, directory=root / "secrets", connections=connections)
-    wanted = {m.secret for m in workload.secrets}
     launch = launch_spec(workload, instance_id=first.instance_id, base_dir=app.file.absolute().parent,
-                         secret_values={k: v for k, v in values.items() if k in wanted}, version=first.version)
+                         secret_values=secret_values.values_of(delivered), version=first.version)
     names = {launch.ports[0][0]: first.port} if launch.ports and first.port else {}
     env = instance_environment(launch, primary_port=first.port, port_names=names,
                                directory=root / "instances" / first.instance_id)

@@ -39,6 +39,8 @@ COMMANDS = {
     "history": "shipmate.cli.release:history_",
     "diff": "shipmate.cli.release:diff",
     "drill": "shipmate.cli.drill",
+    "secrets": "shipmate.cli.secrets:secrets",
+    "backup": "shipmate.cli.backup:backup",
 }
 
 

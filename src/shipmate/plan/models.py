@@ -167,6 +167,18 @@ class SecretPlan:
 
 
 @dataclass(frozen=True)
+class KeysPlan:
+    """Which master key wraps the environment's secrets: see `shipmate.secrets.providers`."""
+
+    provider: Literal["local", "vault", "aws"] = "local"
+    path: str | None = None
+    address: str | None = None
+    key: str | None = None
+    mount: str = "transit"
+    region: str | None = None
+
+
+@dataclass(frozen=True)
 class StepPlan:
     weight: int | None = None
     pause_seconds: float | None = None
@@ -290,6 +302,7 @@ class Plan:
     slos: tuple[SloPlan, ...]
     backups: tuple[BackupPlan, ...]
     extra_labels: tuple[tuple[str, str], ...] = field(default=())
+    keys: KeysPlan = KeysPlan()
 
     @property
     def instance(self) -> str:

@@ -24,6 +24,7 @@ from shipmate.plan.models import (
     CheckPlan,
     ExposurePlan,
     GitOpsPlan,
+    KeysPlan,
     Peer,
     Plan,
     PortPlan,
@@ -81,6 +82,8 @@ def resolve(app: spec.AppSpec, environment: str) -> Plan:
         addons=addons,
         secrets=tuple(_secret(name, app.secrets[name], app.app.name, environment)
                       for name in sorted(app.secrets)),
+        keys=KeysPlan(provider=app.keys.provider, path=app.keys.path, address=app.keys.address, key=app.keys.key,
+                      mount=app.keys.mount, region=app.keys.region),
         strategy=strategy,
         rollback_strategy=env.rollback_strategy,
         approvals_required=env.approvals.required,

@@ -10,10 +10,14 @@ name and version bound as associated data. Versions have a state:
 | retired  | kept for rollback to a release that used it; no longer delivered            |
 
 `put` sets a value outright (the old ones are retired at once); `rotate` keeps the old current
-value as previous until `retire_previous` ends its grace period. `rewrap_all` wraps every stored
-data key again under the newest master key (or under another provider) without touching values.
+value as previous until its grace period ends (`expires_at`, acted on by `retire_expired`, or at
+once by `retire_previous`). `rewrap_all` wraps every stored data key again under the newest master
+key (or under another provider) without touching values.
 
-Called by the `secrets` CLI commands, the local target's delivery and the rotation drill (to come).
+Every read and write is written to the store's audit log (`Store.audit_log`): who (`actor`), what,
+when and which version, never the value.
+
+Called by the `secrets` CLI commands, the local target's delivery and the rotation drill.
 Writers are serialised by the state lock (`shipmate.store.lock`), as for every other store change.
 It must never log, print or repr a value: values leave only inside `Value`, whose repr hides them.
 """
@@ -28,7 +32,7 @@ from typing import NamedTuple
 from shipmate.errors import NotFound
 from shipmate.secrets import crypto
 from shipmate.secrets.keys import KeyProvider
-from shipmate.store.db import Store, StoredSecret
+from shipmate.store.db import AuditEntry, Store, StoredSecret
 
 STATES = ("current", "previous", "retired")
 
@@ -53,16 +57,23 @@ class SecretVersion:
     version: int
     state: str
     created_at: float
+    expires_at: float | None = None  # a previous version: when its grace period ends
 
 
 class SecretStore:
     """The secrets of one app, sealed by `provider`, in `store`."""
 
-    def __init__(self, store: Store, provider: KeyProvider, *, app: str, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, provider: KeyProvider, *, app: str, actor: str = "shipmate",
+                 now: Callable[[], float] = time.time) -> None:
         self.store = store
         self.provider = provider
         self.app = app
+        self.actor = actor
         self._now = now
+
+    def audit(self, action: str, environment: str, name: str, version: int | None = None, detail: str = "") -> None:
+        """Record one read or write (never a value) in the audit log."""
+        self.store.add_audit(AuditEntry(self._now(), self.actor, action, environment, name, version, detail))
 
     def __repr__(self) -> str:
         return f"SecretStore(app={self.app!r}, provider={self.provider!r})"
@@ -70,11 +81,12 @@ class SecretStore:
     def _aad(self, environment: str, name: str, version: int) -> dict[str, str]:
         return crypto.secret_aad(self.app, environment, name, version)
 
-    def _add(self, environment: str, name: str, value: bytes, demote: str) -> int:
+    def _add(self, environment: str, name: str, value: bytes, demote: str, expires_at: float | None = None) -> int:
         stored = self.store.secret_versions(environment, name)
         version = max((s.version for s in stored), default=0) + 1
         sealed = crypto.seal(value, self._aad(environment, name, version), self.provider)
-        self.store.add_secret(environment, name, version, sealed.to_text(), created_at=self._now(), demote=demote)
+        self.store.add_secret(environment, name, version, sealed.to_text(), created_at=self._now(), demote=demote,
+                              expires_at=expires_at)
         return version
 
     def _open(self, row: StoredSecret) -> Value:
@@ -83,23 +95,51 @@ class SecretStore:
 
     # --- writing --------------------------------------------------------------------------
 
-    def put(self, environment: str, name: str, value: bytes) -> int:
+    def put(self, environment: str, name: str, value: bytes, *, detail: str = "") -> int:
         """Set a secret's value as a new current version; every older version is retired at once."""
-        return self._add(environment, name, value, "retired")
+        version = self._add(environment, name, value, "retired")
+        self.audit("put", environment, name, version, detail)
+        return version
 
-    def rotate(self, environment: str, name: str, new_value: bytes) -> int:
-        """A new current version; the one it replaces becomes previous (still valid for the grace
-        period) and an older previous one retired. NotFound if the secret has no current version."""
-        self.current(environment, name)  # must exist, and open: a rotation never hides a tampered value
-        return self._add(environment, name, new_value, "previous")
+    def rotate(self, environment: str, name: str, new_value: bytes, *, grace: float = 600.0, detail: str = "") -> int:
+        """A new current version; the one it replaces becomes previous, still delivered and valid for
+        `grace` seconds (0: retired at once), and an older previous one retired. NotFound if the
+        secret has no current version."""
+        self._open(self._current_row(environment, name))  # it must exist and open: never hide a tampered value
+        if grace <= 0:
+            version = self._add(environment, name, new_value, "retired")
+        else:
+            version = self._add(environment, name, new_value, "previous", expires_at=self._now() + grace)
+        self.audit("rotate", environment, name, version, detail or f"grace {grace:g}s")
+        return version
 
-    def retire_previous(self, environment: str, name: str) -> int | None:
-        """End the grace period: the previous version (returned, None when there is none) is retired."""
+    def retire_previous(self, environment: str, name: str, *, detail: str = "") -> int | None:
+        """End the grace period now: the previous version (returned, None when there is none) is retired."""
         for row in self.store.secret_versions(environment, name):
             if row.state == "previous":
                 self.store.set_secret_state(environment, name, row.version, "retired")
+                self.audit("retire", environment, name, row.version, detail or "grace ended")
                 return row.version
         return None
+
+    def retire_expired(self, environment: str) -> list[tuple[str, int]]:
+        """Retire every previous version of the environment whose grace period is over; returns
+        (name, version) of each, so that the caller stops delivering them."""
+        now = self._now()
+        done: list[tuple[str, int]] = []
+        for row in self.store.all_secrets():
+            if (row.environment == environment and row.state == "previous" and row.expires_at is not None
+                    and row.expires_at <= now):
+                self.store.set_secret_state(environment, row.name, row.version, "retired")
+                self.audit("retire", environment, row.name, row.version, "grace period over")
+                done.append((row.name, row.version))
+        return done
+
+    def next_expiry(self, environment: str) -> float | None:
+        """When the earliest grace period of the environment ends, None when no previous version waits."""
+        times = [r.expires_at for r in self.store.all_secrets()
+                 if r.environment == environment and r.state == "previous" and r.expires_at is not None]
+        return min(times) if times else None
 
     # --- reading --------------------------------------------------------------------------
 
@@ -107,29 +147,52 @@ class SecretStore:
         rows = [r for r in self.store.secret_versions(environment, name) if r.state == state]
         return rows[-1] if rows else None
 
-    def current(self, environment: str, name: str) -> Value:
-        """The current version and its value; NotFound when the secret has none."""
+    def _current_row(self, environment: str, name: str) -> StoredSecret:
         row = self._in_state(environment, name, "current")
         if row is None:
             raise NotFound(f"no secret {name!r} in environment {environment!r}; set it with "
                            f"`shipmate secrets set {name} --env {environment}`")
-        return self._open(row)
+        return row
 
-    def previous(self, environment: str, name: str) -> Value | None:
+    def has(self, environment: str, name: str) -> bool:
+        """Whether the secret has a current version (reads no value)."""
+        return self._in_state(environment, name, "current") is not None
+
+    def current(self, environment: str, name: str, *, detail: str = "") -> Value:
+        """The current version and its value; NotFound when the secret has none."""
+        value = self._open(self._current_row(environment, name))
+        self.audit("read", environment, name, value.version, detail)
+        return value
+
+    def previous(self, environment: str, name: str, *, detail: str = "") -> Value | None:
         """The previous version (within its grace period) and its value, or None."""
         row = self._in_state(environment, name, "previous")
-        return self._open(row) if row is not None else None
+        if row is None:
+            return None
+        value = self._open(row)
+        self.audit("read", environment, name, value.version, detail)
+        return value
 
-    def get(self, environment: str, name: str, version: int) -> Value:
+    def get(self, environment: str, name: str, version: int, *, detail: str = "") -> Value:
         """Any stored version, retired ones included (a rollback to an older release needs them)."""
         for row in self.store.secret_versions(environment, name):
             if row.version == version:
-                return self._open(row)
+                value = self._open(row)
+                self.audit("read", environment, name, version, detail)
+                return value
         raise NotFound(f"no version {version} of secret {name!r} in environment {environment!r}")
 
     def versions(self, environment: str, name: str) -> list[SecretVersion]:
-        """Every version of a secret, oldest first, without values."""
-        return [SecretVersion(r.version, r.state, r.created_at) for r in self.store.secret_versions(environment, name)]
+        """Every version of a secret, oldest first, without values (not audited: no value is read)."""
+        return [SecretVersion(r.version, r.state, r.created_at, r.expires_at)
+                for r in self.store.secret_versions(environment, name)]
+
+    def delivered(self, environment: str, name: str) -> tuple[int | None, int | None]:
+        """(current version, previous version): what is delivered now, read without opening a value."""
+        rows = self.store.secret_versions(environment, name)
+        current = [r.version for r in rows if r.state == "current"]
+        previous = [r.version for r in rows if r.state == "previous"]
+        return (current[-1] if current else None, previous[-1] if previous else None)
 
     def names(self, environment: str) -> list[str]:
         """The names of an environment's secrets, sorted."""
@@ -158,5 +221,6 @@ class SecretStore:
             if text != row.sealed and self.store.set_secret_sealed(row.environment, row.name, row.version, text,
                                                                    expected=row.sealed):
                 changed += 1
+                self.audit("rewrap", row.environment, row.name, row.version, f"to {target.id}:{target.key_id}")
         self.provider = target
         return changed

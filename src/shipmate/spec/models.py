@@ -353,6 +353,25 @@ class Rotation(Model):
     grace: Duration = "10m"
 
 
+class Keys(Model):
+    """The master key that wraps the data key of every secret version (and of every backup)."""
+
+    provider: Literal["local", "vault", "aws"] = "local"
+    path: str | None = Field(default=None, description="local: the key file (default <state dir>/keys/master.key, "
+                             "or $SHIPMATE_KEY_FILE)")
+    address: str | None = Field(default=None, description="vault: the server URL (default $VAULT_ADDR)")
+    key: str | None = Field(default=None, description="vault: the Transit key name; aws: the KMS key id, ARN or alias")
+    mount: str = Field(default="transit", description="vault: where the Transit engine is mounted")
+    region: str | None = Field(default=None, description="aws: the KMS region (default from the environment)")
+
+    @model_validator(mode="after")
+    def _key_named(self) -> Keys:
+        if self.provider in ("vault", "aws") and not self.key:
+            raise ValueError(f"provider {self.provider} needs key: the "
+                             + ("Transit key name" if self.provider == "vault" else "KMS key id, ARN or alias"))
+        return self
+
+
 class SecretSpec(Model):
     """A declared secret and where its value comes from: exactly one source."""
 
@@ -570,6 +589,7 @@ class AppSpec(Model):
     services: dict[ObjectName, Service] = Field(min_length=1)
     addons: dict[ObjectName, Addon] = Field(default_factory=dict)
     secrets: dict[Name, SecretSpec] = Field(default_factory=dict)
+    keys: Keys = Keys()
     strategies: dict[Name, Strategy] = Field(default_factory=dict)
     environments: dict[Name, Environment] = Field(min_length=1)
     alerts: Alerts = Alerts()

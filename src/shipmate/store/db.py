@@ -24,6 +24,7 @@ from shipmate.errors import Conflict, ExternalError, UserError
 from shipmate.store.models import (
     SCHEMA_VERSION,
     AddonRow,
+    AuditRow,
     Base,
     EnvironmentRow,
     InstanceRow,
@@ -101,6 +102,7 @@ _ADDED_COLUMNS = {
                      ("message", "VARCHAR(4000) NOT NULL DEFAULT ''"),
                      ("spec_file", "VARCHAR(4096) NOT NULL DEFAULT ''"),
                      ("metrics_port", "INTEGER")),
+    "secrets": (("expires_at", "FLOAT"),),
 }
 
 
@@ -366,10 +368,11 @@ class Store:
     # --- secrets: sealed envelopes only (shipmate.secrets.store seals and opens them) --------
 
     def add_secret(self, environment: str, name: str, version: int, sealed: str, *, created_at: float,
-                   demote: str) -> None:
+                   demote: str, expires_at: float | None = None) -> None:
         """Store `version` of a secret as its current one, in one transaction: the version that was
-        current becomes `demote` (previous or retired) and a previous one becomes retired. Conflict
-        unless `version` is one more than the newest stored (another writer came first)."""
+        current becomes `demote` (previous or retired; a previous one ends its grace at `expires_at`)
+        and a previous one becomes retired. Conflict unless `version` is one more than the newest
+        stored (another writer came first)."""
 
         with self._session() as session:
             rows = list(session.scalars(select(SecretRow).where(SecretRow.environment == environment,
@@ -381,8 +384,9 @@ class Store:
             for row in rows:
                 if row.state == "current":
                     row.state = demote
+                    row.expires_at = expires_at if demote == "previous" else None
                 elif row.state == "previous":
-                    row.state = "retired"
+                    row.state, row.expires_at = "retired", None
             session.add(SecretRow(environment=environment, name=name, version=version, created_at=created_at,
                                   state="current", sealed=sealed))
 
@@ -392,7 +396,7 @@ class Store:
         with self._session() as session:
             rows = session.scalars(select(SecretRow).where(SecretRow.environment == environment,
                                                            SecretRow.name == name).order_by(SecretRow.version))
-            return [StoredSecret(r.environment, r.name, r.version, r.created_at, r.state, r.sealed) for r in rows]
+            return [_stored(r) for r in rows]
 
     def secret_names(self, environment: str) -> list[str]:
         """The names of an environment's stored secrets, sorted."""
@@ -407,7 +411,7 @@ class Store:
         with self._session() as session:
             rows = session.scalars(select(SecretRow).order_by(SecretRow.environment, SecretRow.name,
                                                               SecretRow.version))
-            return [StoredSecret(r.environment, r.name, r.version, r.created_at, r.state, r.sealed) for r in rows]
+            return [_stored(r) for r in rows]
 
     def set_secret_sealed(self, environment: str, name: str, version: int, sealed: str, *, expected: str) -> bool:
         """Replace one version's envelope (a rewrap) if it is still `expected`; whether it was replaced."""
@@ -431,6 +435,34 @@ class Store:
             if row is None:
                 raise UserError(f"no version {version} of secret {environment}/{name} in the store")
             row.state = state
+            if state != "previous":
+                row.expires_at = None
+
+    # --- the audit log of secrets: who read or wrote what, when; never a value ----------------
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        with self._session() as session:
+            session.add(AuditRow(at=entry.at, actor=entry.actor[:200], action=entry.action,
+                                 environment=entry.environment, name=entry.name, version=entry.version,
+                                 detail=entry.detail[:1000]))
+
+    def audit_log(self, environment: str | None = None, name: str | None = None,
+                  limit: int = 100) -> list[AuditEntry]:
+        """The newest `limit` entries (optionally of one environment and/or secret), oldest first."""
+
+        with self._session() as session:
+            query = select(AuditRow)
+            if environment is not None:
+                query = query.where(AuditRow.environment == environment)
+            if name is not None:
+                query = query.where(AuditRow.name == name)
+            rows = list(session.scalars(query.order_by(AuditRow.id.desc()).limit(limit)))
+            return [AuditEntry(r.at, r.actor, r.action, r.environment, r.name, r.version, r.detail)
+                    for r in reversed(rows)]
+
+
+def _stored(row: SecretRow) -> StoredSecret:
+    return StoredSecret(row.environment, row.name, row.version, row.created_at, row.state, row.sealed, row.expires_at)
 
 
 @dataclass(frozen=True)
@@ -443,3 +475,17 @@ class StoredSecret:
     created_at: float
     state: str
     sealed: str
+    expires_at: float | None = None  # a previous version: when its grace period ends
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One read or write of a secret: never its value."""
+
+    at: float
+    actor: str
+    action: str  # put, rotate, retire, read, reveal, deliver, rewrap, ...
+    environment: str
+    name: str
+    version: int | None = None
+    detail: str = ""

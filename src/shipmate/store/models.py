@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Base(DeclarativeBase):
@@ -113,7 +113,8 @@ class RolloutRow(Base):
 class SecretRow(Base):
     """One version of one secret of an environment: `sealed` is its envelope (shipmate.secrets.crypto,
     canonical JSON), never the value; `state` is current, previous (still delivered during its grace
-    period) or retired. A new table, so `create_all` adds it to an older store without a schema bump."""
+    period) or retired. A new table, so `create_all` adds it to an older store without a schema bump;
+    `expires_at` (schema 4) is when a previous version's grace period ends."""
 
     __tablename__ = "secrets"
     __table_args__ = (UniqueConstraint("environment", "name", "version"),)
@@ -124,3 +125,18 @@ class SecretRow(Base):
     created_at: Mapped[float] = mapped_column(default=0.0)
     state: Mapped[str] = mapped_column(String(16), default="current")
     sealed: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[float | None] = mapped_column(default=None)
+
+
+class AuditRow(Base):
+    """One read or write of a secret (schema 4): who, what, when, which version; never a value."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(default=0.0, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    environment: Mapped[str] = mapped_column(String(63), index=True)
+    name: Mapped[str] = mapped_column(String(253))
+    version: Mapped[int | None] = mapped_column(Integer, default=None)
+    detail: Mapped[str] = mapped_column(String(1000), default="")

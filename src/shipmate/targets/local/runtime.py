@@ -2,7 +2,8 @@
 
 Called by `shipmate up` (in a background process it starts, or attached with `--foreground`), by
 `shipmate down`, `status`, `logs` and `exec`. It wires the parts of this package together:
-addons (`addons.py`) start first, then the secret values are resolved (`secret_values.py`), then
+addons (`addons.py`) start first, then every used secret gets a current version in the encrypted
+store and what is delivered is opened (`secret_values.py`), then
 one router per service with ports (`router.py`) listens on a stable port, then the supervisor
 (`supervisor.py`) starts the instances, and the routers follow the supervisor: an instance gets
 requests once it is ready and none from the moment it stops being ready or its process dies (the
@@ -15,11 +16,13 @@ Layout, per environment, under `<state dir>/local/<env>/` (0700):
     instances/<id>/       each instance's secret and config files
     logs/<id>.log         each instance's output; supervisor.log is the background process's own
     addons/<name>/        each addon's data, configuration, password and log
-    secrets/<name>        generated secret values (0600)
 
 The store (`<state dir>/state.db`) holds what `status` shows: the environment's phase
 (starting, ready, failed, stopping, stopped) and message, its services with their router ports
-(kept for the next `up`), instances (pid, port, ready, restarts) and addons.
+(kept for the next `up`), instances (pid, port, ready, restarts) and addons, and the sealed
+secret versions. A change of versions there (`shipmate secrets rotate` or `set`, which wake this
+process with SIGUSR1; an expired grace period) is delivered to every running instance that uses the
+secret as a file, by one atomic swap of its secrets directory, without a restart.
 
 It must not decide strategy or versions (the release engine will), or log a secret value.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -43,6 +47,8 @@ from shipmate.release.history import History
 from shipmate.release.models import Release, Rollout, fail
 from shipmate.release.planning import world
 from shipmate.release.steps import state_after
+from shipmate.secrets.providers import secret_store
+from shipmate.secrets.store import SecretStore
 from shipmate.store.db import AddonState, InstanceState, ServiceState, Store
 from shipmate.store.lock import StateLock
 from shipmate.targets.base import StepFailed
@@ -60,6 +66,8 @@ READY_TIMEOUT = 180.0
 _OBSERVE_EVERY = 0.5
 _ADDON_CHECK_EVERY = 5.0
 CRASH_LOOP_RESTARTS = 3  # a new instance restarted this often while coming up is crash-looping
+
+log = logging.getLogger(__name__)
 
 
 def local_addons(plan: Plan, root: Path, *, base_dir: Path | None = None, prometheus: bool = True) -> list[Addon]:
@@ -107,7 +115,9 @@ class LocalEnvironment:
         self.routers: dict[str, Router] = {}
         self.groups: dict[tuple[str, str], list[str]] = {}  # (service, label) -> instance ids
         self.label_of: dict[str, str] = {}  # instance id -> label
-        self.values: dict[str, bytes] = {}
+        self.secrets: SecretStore | None = None
+        self.delivered: dict[str, secret_values.Delivered] = {}
+        self.workload_of: dict[str, Workload] = {}  # instance id -> the workload it runs
         self.admin: AdminServer | None = None
         self.release: Release | None = None
         self._metrics_ports: dict[str, int | None] = {}
@@ -203,8 +213,12 @@ class LocalEnvironment:
                 self.store.put_addon(AddonState(self.name, addon.name, addon.kind, addon.port, addon.pid, True))
         connections = {a.name: a.connection() for a in self.addons.values() if a.kind != "prometheus"}
         for release in releases:
-            self.values.update(secret_values.resolve(release.plan, directory=self.root / "secrets",
-                                                     connections=connections))
+            if self.secrets is None:
+                self.secrets = secret_store(release.plan, self.store, state_dir=self.state_dir, base_dir=self.base_dir,
+                                            actor=f"supervisor of {self.name} (pid {os.getpid()})")
+            secret_values.ensure(release.plan, self.secrets, legacy_dir=self.root / "secrets",
+                                 connections=connections)
+            self.delivered.update(secret_values.load(release.plan, self.secrets))
         known = {s.name: s.router_port for s in self.store.services(self.name)}
         for release in releases:
             for workload in release.plan.workloads:
@@ -264,12 +278,14 @@ class LocalEnvironment:
                     fresh.append(candidate)
                 index += 1
             wanted = {m.secret for m in workload.secrets}
-            mine = {k: v for k, v in self.values.items() if k in wanted}
+            mine = {k: d for k, d in self.delivered.items() if k in wanted}
             for instance_id in fresh:
                 self.label_of[instance_id] = label
+                self.workload_of[instance_id] = workload
                 ids.append(instance_id)
                 await self.supervisor.start(launch_spec(workload, instance_id=instance_id, base_dir=self.base_dir,
-                                                        secret_values=mine, version=version))
+                                                        secret_values=secret_values.values_of(mine), version=version,
+                                                        secret_files=secret_values.file_set(workload, mine)))
             self._record()
             await self._wait_ready(fresh, within)
         elif len(ids) > replicas:
@@ -288,6 +304,7 @@ class LocalEnvironment:
                     router.remove(instance_id)
                 self._routed.discard(instance_id)
                 self.label_of.pop(instance_id, None)
+                self.workload_of.pop(instance_id, None)
                 self._last.pop(instance_id, None)
                 self.store.remove_instance(self.name, instance_id)
         self._record()
@@ -361,6 +378,7 @@ class LocalEnvironment:
             for waiting in waits:
                 waiting.cancel()
             wake.clear()
+            self._refresh_secrets()
             self._record()
             if self._rollout is None or self._rollout.done():
                 live = self.history.active(self.name)
@@ -371,6 +389,35 @@ class LocalEnvironment:
                 for addon in self.addons.values():
                     ready = await asyncio.to_thread(_addon_ready, addon)
                     self.store.put_addon(AddonState(self.name, addon.name, addon.kind, addon.port, addon.pid, ready))
+
+    def _refresh_secrets(self) -> None:
+        """Deliver what changed in the store since the last look: a rotated or newly set version, a
+        grace period that ended. Cheap when nothing did (reads versions, opens no value)."""
+        secrets = self.secrets
+        if secrets is None or not self.delivered:
+            return
+        expiry = secrets.next_expiry(self.name)
+        if expiry is not None and expiry <= time.time():
+            secrets.retire_expired(self.name)
+        changed = [name for name, d in self.delivered.items() if secrets.delivered(self.name, name) != d.versions]
+        if not changed:
+            return
+        for name in changed:
+            self.delivered[name] = secret_values.Delivered(secrets.current(self.name, name, detail="deliver"),
+                                                           secrets.previous(self.name, name, detail="deliver"))
+        for instance_id, workload in sorted(self.workload_of.items()):
+            uses = {m.secret: m for m in workload.secrets if m.secret in changed}
+            if uses:
+                mine = {k: d for k, d in self.delivered.items() if k in {m.secret for m in workload.secrets}}
+                self.supervisor.update_files(
+                    instance_id, secrets=secret_values.file_set(workload, mine).items(),
+                    secret_env=[(m.env, mine[m.secret].current.value) for m in workload.env_secrets])
+            for mount in uses.values():
+                if mount.delivery == "env":
+                    log.warning("%s receives secret %s as the env var %s: it gets the new version when it restarts",
+                                instance_id, mount.secret, mount.env)
+        versions = ", ".join(f"{n} v{self.delivered[n].versions[0]}" for n in changed)
+        log.info("delivered %s to the instances that use them", versions)
 
     async def _drive(self, rollout: Rollout) -> None:
         """Run one rollout to its end, then make its outcome the environment's release."""

@@ -111,9 +111,11 @@ def command_of(workload: Workload) -> tuple[str, ...]:
 
 
 def launch_spec(workload: Workload, *, instance_id: str, base_dir: Path, secret_values: Mapping[str, bytes],
-                version: str | None = None) -> LaunchSpec:
+                version: str | None = None, secret_files: Mapping[str, bytes] | None = None) -> LaunchSpec:
     """The LaunchSpec of one instance of a workload. Pure. `base_dir` is where the spec file lives
-    (a relative workdir is taken from there); `secret_values` maps secret name -> current value."""
+    (a relative workdir is taken from there); `secret_values` maps secret name -> current value;
+    `secret_files`, when given, is the whole set of files of the secrets directory (else one file
+    per file mount, holding its current value)."""
     version = version or workload.tag
     workdir = base_dir if workload.workdir is None else (base_dir / workload.workdir)
     missing = sorted({m.secret for m in workload.secrets} - set(secret_values))
@@ -128,7 +130,8 @@ def launch_spec(workload: Workload, *, instance_id: str, base_dir: Path, secret_
         startup=workload.startup, readiness=workload.readiness, liveness=workload.liveness,
         grace_seconds=float(workload.termination_grace_seconds),
         config_files=tuple((path, content.encode()) for path, content in workload.config_files),
-        secret_files=tuple((m.file, secret_values[m.secret]) for m in workload.file_secrets),
+        secret_files=tuple(secret_files.items()) if secret_files is not None else
+        tuple((m.file, secret_values[m.secret]) for m in workload.file_secrets),
     )
 
 
@@ -454,11 +457,17 @@ class Supervisor:
         await asyncio.gather(*(self.stop(i, grace=grace) for i in list(self._instances)))
 
     def update_files(self, instance_id: str, *, secrets: Iterable[tuple[str, bytes]] | None = None,
-                     config: Iterable[tuple[str, bytes]] | None = None) -> None:
-        """Swap in new secret and/or config files for a running instance (no restart)."""
+                     config: Iterable[tuple[str, bytes]] | None = None,
+                     secret_env: Iterable[tuple[str, bytes]] | None = None) -> None:
+        """Swap in new secret and/or config files for a running instance (no restart); new
+        env-delivered secret values are what its next start (a restart) gets."""
         inst = self._get(instance_id)
-        self._deliver(inst, config=None if config is None else tuple(config),
-                      secrets=None if secrets is None else tuple(secrets))
+        secrets = None if secrets is None else tuple(secrets)
+        config = None if config is None else tuple(config)
+        self._deliver(inst, config=config, secrets=secrets)
+        inst.spec = replace(inst.spec, secret_files=inst.spec.secret_files if secrets is None else secrets,
+                            config_files=inst.spec.config_files if config is None else config,
+                            secret_env=inst.spec.secret_env if secret_env is None else tuple(secret_env))
 
     # -- observing
 
